@@ -1,0 +1,192 @@
+package bonnie
+
+import (
+	"fmt"
+	"math/bits"
+	"strings"
+)
+
+// EventType names what happened. The RFC 5423 types carry exactly the bit
+// values of the enum that Cyrus (imap/mboxevent.h) and Kolab use, so a mask
+// written for either reads the same here. Vendor types live above bit 31 so
+// that the RFC range can grow without renumbering them.
+type EventType uint64
+
+// RFC 5423 event types, with the bit values Cyrus uses.
+const (
+	Cancelled          EventType = 0
+	MessageAppend      EventType = 1 << 0
+	MessageExpire      EventType = 1 << 1
+	MessageExpunge     EventType = 1 << 2
+	MessageNew         EventType = 1 << 3
+	MessageCopy        EventType = 1 << 4 // Cyrus: vnd.cmu.MessageCopy
+	MessageMove        EventType = 1 << 5 // Cyrus: vnd.cmu.MessageMove
+	QuotaExceed        EventType = 1 << 6
+	QuotaWithin        EventType = 1 << 7
+	QuotaChange        EventType = 1 << 8
+	MessageRead        EventType = 1 << 9
+	MessageTrash       EventType = 1 << 10
+	FlagsSet           EventType = 1 << 11
+	FlagsClear         EventType = 1 << 12
+	Login              EventType = 1 << 13
+	Logout             EventType = 1 << 14
+	MailboxCreate      EventType = 1 << 15
+	MailboxDelete      EventType = 1 << 16
+	MailboxRename      EventType = 1 << 17
+	MailboxSubscribe   EventType = 1 << 18
+	MailboxUnsubscribe EventType = 1 << 19
+	AclChange          EventType = 1 << 20
+)
+
+// Vendor and Bonnie event types.
+const (
+	// MailboxModseq is Cyrus's vendor event, sent once per index commit
+	// with an empty user. It is kept in the log but changes no entity.
+	MailboxModseq EventType = 1 << 32
+	// MailNotification is a class MAIL notification (lmtpd's
+	// mailnotifier): From/Subject/To lines of a delivered message.
+	MailNotification EventType = 1 << 33
+	// SieveNotification is a class SIEVE notification (a Sieve "notify"
+	// action).
+	SieveNotification EventType = 1 << 34
+)
+
+// eventNames is the canonical (RFC) spelling of each type, the one String
+// returns and the one the log stores.
+var eventNames = map[EventType]string{
+	Cancelled:          "Cancelled",
+	MessageAppend:      "MessageAppend",
+	MessageExpire:      "MessageExpire",
+	MessageExpunge:     "MessageExpunge",
+	MessageNew:         "MessageNew",
+	MessageCopy:        "MessageCopy",
+	MessageMove:        "MessageMove",
+	QuotaExceed:        "QuotaExceed",
+	QuotaWithin:        "QuotaWithin",
+	QuotaChange:        "QuotaChange",
+	MessageRead:        "MessageRead",
+	MessageTrash:       "MessageTrash",
+	FlagsSet:           "FlagsSet",
+	FlagsClear:         "FlagsClear",
+	Login:              "Login",
+	Logout:             "Logout",
+	MailboxCreate:      "MailboxCreate",
+	MailboxDelete:      "MailboxDelete",
+	MailboxRename:      "MailboxRename",
+	MailboxSubscribe:   "MailboxSubscribe",
+	MailboxUnsubscribe: "MailboxUnsubscribe",
+	AclChange:          "AclChange",
+	MailboxModseq:      "MailboxModseq",
+	MailNotification:   "MailNotification",
+	SieveNotification:  "SieveNotification",
+}
+
+// eventAliases maps every spelling seen on the wire, lower-cased, to its
+// type: Cyrus 3.x's vnd.cmu.* names and capital-S MailboxUnSubscribe, Cyrus
+// 2.5/Kolab's spellings, and the RFC names.
+var eventAliases = func() map[string]EventType {
+	m := make(map[string]EventType, 2*len(eventNames))
+	for t, n := range eventNames {
+		m[strings.ToLower(n)] = t
+	}
+	for alias, t := range map[string]EventType{
+		"vnd.cmu.MessageCopy":   MessageCopy,
+		"vnd.cmu.MessageMove":   MessageMove,
+		"vnd.cmu.MailboxModseq": MailboxModseq,
+		"MailboxUnSubscribe":    MailboxUnsubscribe,
+	} {
+		m[strings.ToLower(alias)] = t
+	}
+	return m
+}()
+
+// ParseEventType returns the type named by s in any spelling Cyrus or Kolab
+// has used (case-insensitive). The second result is false for a name it does
+// not know.
+func ParseEventType(s string) (EventType, bool) {
+	t, ok := eventAliases[strings.ToLower(strings.TrimSpace(s))]
+	return t, ok
+}
+
+// String returns the RFC 5423 name of t (or Bonnie's name for a vendor type).
+func (t EventType) String() string {
+	if n, ok := eventNames[t]; ok {
+		return n
+	}
+	return fmt.Sprintf("EventType(%#x)", uint64(t))
+}
+
+// MarshalText writes the canonical name, so JSON shows "FlagsSet", not a number.
+func (t EventType) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
+
+// UnmarshalText accepts any known spelling.
+func (t *EventType) UnmarshalText(b []byte) error {
+	v, ok := ParseEventType(string(b))
+	if !ok {
+		return fmt.Errorf("bonnie: unknown event type %q: %w", b, ErrUnknownEvent)
+	}
+	*t = v
+	return nil
+}
+
+// EventMask is a set of event types, built with Mask; a sink says with it
+// which events it wants.
+type EventMask uint64
+
+// AllEvents matches every type, Cancelled included.
+const AllEvents = ^EventMask(0)
+
+// Mask returns the set of the given types.
+func Mask(types ...EventType) EventMask {
+	var m EventMask
+	for _, t := range types {
+		m |= EventMask(t)
+	}
+	return m
+}
+
+// Has reports whether t is in the set. Cancelled (0) is only in AllEvents.
+func (m EventMask) Has(t EventType) bool {
+	if t == Cancelled {
+		return m == AllEvents
+	}
+	return uint64(m)&uint64(t) == uint64(t)
+}
+
+// Types lists the set's members in bit order.
+func (m EventMask) Types() []EventType {
+	var out []EventType
+	for v := uint64(m); v != 0; v &= v - 1 {
+		out = append(out, EventType(uint64(1)<<bits.TrailingZeros64(v)))
+	}
+	return out
+}
+
+// String lists the members, "|"-separated.
+func (m EventMask) String() string {
+	if m == AllEvents {
+		return "all"
+	}
+	names := make([]string, 0, bits.OnesCount64(uint64(m)))
+	for _, t := range m.Types() {
+		names = append(names, t.String())
+	}
+	return strings.Join(names, "|")
+}
+
+// ParseEventMask reads a comma- or "|"-separated list of type names, or
+// "all".
+func ParseEventMask(s string) (EventMask, error) {
+	if strings.EqualFold(strings.TrimSpace(s), "all") {
+		return AllEvents, nil
+	}
+	var m EventMask
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == '|' || r == ' ' }) {
+		t, ok := ParseEventType(f)
+		if !ok {
+			return 0, fmt.Errorf("bonnie: unknown event type %q in mask: %w", f, ErrUnknownEvent)
+		}
+		m |= EventMask(t)
+	}
+	return m, nil
+}
