@@ -2,6 +2,7 @@ package bonnie
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"time"
@@ -27,15 +28,18 @@ const (
 	FramingJSON     Framing = "json"     // bare JSON, as an external notifier reads it on stdin
 )
 
-// MailboxURL is the RFC 5092 IMAP URL Cyrus puts in "uri", parsed. Name is
-// the mailbox name in Cyrus's admin namespace with percent-encoding undone
-// ("user.alice.Bücher"); Owner is the user whose personal hierarchy holds it
-// ("alice", or "alice@example.org" with virtual domains), empty for shared
-// folders.
+// MailboxURL is the RFC 5092 IMAP URL Cyrus puts in "uri", parsed (see
+// ParseMailboxURL). Name is the mailbox name in Cyrus's admin namespace
+// with percent-encoding undone ("user.alice.Bücher"); Owner is the user
+// whose personal hierarchy holds it ("alice", or "alice@example.org" with
+// virtual domains), empty for shared folders. User is the URL's userinfo:
+// Cyrus 2.5 wrote user-relative URLs ("imap://alice@host/INBOX"), Cyrus 3
+// writes none.
 type MailboxURL struct {
 	Server      string `json:"server,omitempty"`
 	Name        string `json:"name,omitempty"`
 	Owner       string `json:"owner,omitempty"`
+	User        string `json:"user,omitempty"`
 	UIDValidity uint32 `json:"uidValidity,omitempty"`
 	UID         uint32 `json:"uid,omitempty"`
 }
@@ -66,8 +70,11 @@ type Event struct {
 	Time      time.Time `json:"time"`
 	Timestamp string    `json:"timestamp,omitempty"`
 
-	Service   string `json:"service,omitempty"`
-	User      string `json:"user,omitempty"` // acting user as sent
+	Service string `json:"service,omitempty"`
+	// User is the acting user ("cyrus" when an admin acts, "" on
+	// MailboxModseq), with the Kolab/Cyrus 2.5 form "john/doe@example.org"
+	// turned back into "john.doe@example.org" (Raw keeps what was sent).
+	User      string `json:"user,omitempty"`
 	SessionID string `json:"sessionId,omitempty"`
 	PID       int    `json:"pid,omitempty"`
 
@@ -84,11 +91,18 @@ type Event struct {
 	OldMailbox  *MailboxURL `json:"oldMailbox,omitempty"`
 	MailboxType string      `json:"mailboxType,omitempty"` // vnd.cmu.mbtype
 
-	UIDs       []uint32 `json:"uids,omitempty"`    // uidset expanded (or the URL's UID)
-	OldUIDs    []uint32 `json:"oldUids,omitempty"` // vnd.cmu.oldUidset expanded
+	UIDs    []uint32 `json:"uids,omitempty"`    // uidset expanded (or the URL's UID)
+	OldUIDs []uint32 `json:"oldUids,omitempty"` // vnd.cmu.oldUidset expanded (or oldMailboxID's UID)
+	// MessageIDs is vnd.cmu.midset, with "" where Cyrus wrote "NIL" (a
+	// message without a Message-ID). Cyrus adds each Message-ID once
+	// (strarray_add), in UID order, so MessageIDs[i] belongs to UIDs[i]
+	// only when both have the same length; duplicates (two messages with
+	// the same Message-ID, or two without one) shorten the list.
 	MessageIDs []string `json:"messageIds,omitempty"`
 	Flags      []string `json:"flags,omitempty"` // system flags case-normalised
 
+	// ACLSubject is normalised like User (and so are MailboxACL's
+	// identifiers).
 	ACLSubject string `json:"aclSubject,omitempty"`
 	ACLRights  string `json:"aclRights,omitempty"`
 	// ACLRemoved is true for an AclChange without aclRights (DELETEACL).
@@ -133,22 +147,36 @@ type Event struct {
 }
 
 // Key is the event's deterministic identity: the SHA-256 of the parts of
-// the notification that do not depend on how it travelled (class, user,
-// mailbox, options, message), so that the same notification redelivered,
-// relayed, or read once as a datagram and once from a replay yields the same
-// key and the log stores it once.
+// the notification that do not depend on how it travelled, so that the same
+// notification redelivered, relayed, or read once as a datagram, once from
+// the dlist stream and once as bare JSON yields the same key and the log
+// stores it once.
+//
+// The parts are read back from Raw (see notifyParts): class, priority,
+// notify user and mailbox, options, message (the JSON for class EVENT, as
+// sent) and file path. The method is left out: it is the server's
+// event_notifier setting, absent from bare JSON, and says nothing about
+// what happened. Each part is length-prefixed so that no two different
+// notifications hash the same bytes.
 func (e *Event) Key() string {
+	n := e.notifyParts()
 	h := sha256.New()
-	for _, s := range []string{string(e.Class), e.Method, e.Priority, e.NotifyUser, e.NotifyMailbox} {
-		h.Write([]byte(s))
-		h.Write([]byte{0})
+	var size [8]byte
+	part := func(b []byte) {
+		binary.BigEndian.PutUint64(size[:], uint64(len(b)))
+		h.Write(size[:])
+		h.Write(b)
 	}
-	for _, o := range e.Options {
-		h.Write([]byte(o))
-		h.Write([]byte{0})
+	part([]byte(canonicalClass(n.class)))
+	part([]byte(n.priority))
+	part([]byte(n.user))
+	part([]byte(n.mailbox))
+	binary.BigEndian.PutUint64(size[:], uint64(len(n.options)))
+	h.Write(size[:])
+	for _, o := range n.options {
+		part([]byte(o))
 	}
-	h.Write(e.payload())
-	h.Write([]byte{0})
-	h.Write([]byte(e.FilePath))
+	part(n.message)
+	part([]byte(n.fname))
 	return hex.EncodeToString(h.Sum(nil))
 }

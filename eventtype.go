@@ -82,18 +82,32 @@ var eventNames = map[EventType]string{
 }
 
 // eventAliases maps every spelling seen on the wire, lower-cased, to its
-// type: Cyrus 3.x's vnd.cmu.* names and capital-S MailboxUnSubscribe, Cyrus
-// 2.5/Kolab's spellings, and the RFC names.
+// type: the canonical names above, and the spellings below.
+//
+// Cyrus's own names, from the event-name switch of imap/mboxevent.c
+// (identical from the first 2.5 code by Sébastien Michel through 3.x):
+// "vnd.cmu.MessageCopy", "vnd.cmu.MessageMove" and "MailboxUnSubscribe"
+// (capital S, as in RFC 5423); every other RFC and vendor name is spelt as
+// in eventNames. Kolab's consumers normalised the vnd.cmu names to
+// "MessageCopy"/"MessageMove" (egara_incoming_cyrus_imap.erl's
+// EventMappings), which are the canonical names here already.
 var eventAliases = func() map[string]EventType {
 	m := make(map[string]EventType, 2*len(eventNames))
 	for t, n := range eventNames {
 		m[strings.ToLower(n)] = t
 	}
 	for alias, t := range map[string]EventType{
-		"vnd.cmu.MessageCopy":   MessageCopy,
-		"vnd.cmu.MessageMove":   MessageMove,
+		// imap/mboxevent.c, Cyrus 2.5 and 3.x; seen in capture 038/040.
+		"vnd.cmu.MessageCopy": MessageCopy,
+		"vnd.cmu.MessageMove": MessageMove,
+		// imap/mboxevent.c, Cyrus 2.5 and 3.x; seen in capture 010.
+		"MailboxUnSubscribe": MailboxUnsubscribe,
+		// Kolab's Bonnie worker registers its quota handler under this name
+		// (kolab-groupware/bonnie, bonnie/worker/handlers/quotaexceeded.py).
+		"QuotaExceeded": QuotaExceed,
+		// Not seen in any Cyrus source (Cyrus sends "MailboxModseq"); kept
+		// from the seed as harmless.
 		"vnd.cmu.MailboxModseq": MailboxModseq,
-		"MailboxUnSubscribe":    MailboxUnsubscribe,
 	} {
 		m[strings.ToLower(alias)] = t
 	}
