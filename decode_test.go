@@ -663,7 +663,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"JSON empty message", datagramOf("log", nil), ErrMalformed, ""},
 		{"JSON missing event", []byte(`{"user":"alice"}`), ErrMalformed, "event"},
 		{"JSON event not a string", []byte(`{"event":5}`), ErrMalformed, "event"},
-		{"unknown event", []byte(`{"event":"CalendarAlarm","user":"alice"}`), ErrUnknownEvent, "event"},
+		{"unknown event", []byte(`{"event":"vnd.example.Teleport","user":"alice"}`), ErrUnknownEvent, "event"},
 		{"internal name as event", []byte(`{"event":"MailNotification"}`), ErrUnknownEvent, "event"},
 		{"unknown class", []byte("log\x00PAGE\x00\x00alice\x00\x000\x00hi\x00"), ErrUnknownClass, "class"},
 		{"bad timestamp", []byte(`{"event":"Login","timestamp":"yesterday"}`), ErrMalformed, "timestamp"},
@@ -753,12 +753,12 @@ func TestDecodeErrorOffsets(t *testing.T) {
 }
 
 func TestDecodeUnknownEventKeepsEverything(t *testing.T) {
-	raw := datagramOf("log", []byte(`{"event":"CalendarAlarm","timestamp":"2026-01-02T03:04:05.678+05:30","user":"alice","uri":"imap://h/user.alice.Calendar","alarmTime":"x"}`))
+	raw := datagramOf("log", []byte(`{"event":"vnd.example.Teleport","timestamp":"2026-01-02T03:04:05.678+05:30","user":"alice","uri":"imap://h/user.alice.Calendar","alarmTime":"x"}`))
 	e, err := Decode(raw)
 	if !errors.Is(err, ErrUnknownEvent) || e == nil {
 		t.Fatalf("%v %v", e, err)
 	}
-	check(t, "name", e.Name, "CalendarAlarm")
+	check(t, "name", e.Name, "vnd.example.Teleport")
 	check(t, "type", e.Type, Cancelled)
 	check(t, "class", e.Class, ClassEvent)
 	check(t, "framing", e.Framing, FramingDatagram)

@@ -49,36 +49,53 @@ const (
 	// SieveNotification is a class SIEVE notification (a Sieve "notify"
 	// action).
 	SieveNotification EventType = 1 << 34
+	// CalendarAlarm, ApplePushService and ApplePushServiceDAV are Cyrus
+	// 3.x vendor events (imap/mboxevent.c) for calendar alarms and push
+	// registration; kept in the log, they change no entity.
+	CalendarAlarm       EventType = 1 << 35
+	ApplePushService    EventType = 1 << 36
+	ApplePushServiceDAV EventType = 1 << 37
+
+	// DaemonStart and DaemonStop are Bonnie's own events: a daemon records
+	// when it starts and stops, so the log says when nobody was listening
+	// (Cyrus drops notifications then) and whether the stop was clean.
+	DaemonStart EventType = 1 << 48
+	DaemonStop  EventType = 1 << 49
 )
 
 // eventNames is the canonical (RFC) spelling of each type, the one String
 // returns and the one the log stores.
 var eventNames = map[EventType]string{
-	Cancelled:          "Cancelled",
-	MessageAppend:      "MessageAppend",
-	MessageExpire:      "MessageExpire",
-	MessageExpunge:     "MessageExpunge",
-	MessageNew:         "MessageNew",
-	MessageCopy:        "MessageCopy",
-	MessageMove:        "MessageMove",
-	QuotaExceed:        "QuotaExceed",
-	QuotaWithin:        "QuotaWithin",
-	QuotaChange:        "QuotaChange",
-	MessageRead:        "MessageRead",
-	MessageTrash:       "MessageTrash",
-	FlagsSet:           "FlagsSet",
-	FlagsClear:         "FlagsClear",
-	Login:              "Login",
-	Logout:             "Logout",
-	MailboxCreate:      "MailboxCreate",
-	MailboxDelete:      "MailboxDelete",
-	MailboxRename:      "MailboxRename",
-	MailboxSubscribe:   "MailboxSubscribe",
-	MailboxUnsubscribe: "MailboxUnsubscribe",
-	AclChange:          "AclChange",
-	MailboxModseq:      "MailboxModseq",
-	MailNotification:   "MailNotification",
-	SieveNotification:  "SieveNotification",
+	Cancelled:           "Cancelled",
+	MessageAppend:       "MessageAppend",
+	MessageExpire:       "MessageExpire",
+	MessageExpunge:      "MessageExpunge",
+	MessageNew:          "MessageNew",
+	MessageCopy:         "MessageCopy",
+	MessageMove:         "MessageMove",
+	QuotaExceed:         "QuotaExceed",
+	QuotaWithin:         "QuotaWithin",
+	QuotaChange:         "QuotaChange",
+	MessageRead:         "MessageRead",
+	MessageTrash:        "MessageTrash",
+	FlagsSet:            "FlagsSet",
+	FlagsClear:          "FlagsClear",
+	Login:               "Login",
+	Logout:              "Logout",
+	MailboxCreate:       "MailboxCreate",
+	MailboxDelete:       "MailboxDelete",
+	MailboxRename:       "MailboxRename",
+	MailboxSubscribe:    "MailboxSubscribe",
+	MailboxUnsubscribe:  "MailboxUnsubscribe",
+	AclChange:           "AclChange",
+	MailboxModseq:       "MailboxModseq",
+	MailNotification:    "MailNotification",
+	SieveNotification:   "SieveNotification",
+	CalendarAlarm:       "CalendarAlarm",
+	ApplePushService:    "ApplePushService",
+	ApplePushServiceDAV: "ApplePushServiceDAV",
+	DaemonStart:         "vnd.bonnie.DaemonStart",
+	DaemonStop:          "vnd.bonnie.DaemonStop",
 }
 
 // eventAliases maps every spelling seen on the wire, lower-cased, to its
@@ -105,9 +122,6 @@ var eventAliases = func() map[string]EventType {
 		// Kolab's Bonnie worker registers its quota handler under this name
 		// (kolab-groupware/bonnie, bonnie/worker/handlers/quotaexceeded.py).
 		"QuotaExceeded": QuotaExceed,
-		// Not seen in any Cyrus source (Cyrus sends "MailboxModseq"); kept
-		// from the seed as harmless.
-		"vnd.cmu.MailboxModseq": MailboxModseq,
 	} {
 		m[strings.ToLower(alias)] = t
 	}
