@@ -62,14 +62,17 @@ type Log interface {
 	// first stored at, with dup true.
 	// Concurrent appends share transactions (group commit).
 	Append(ctx context.Context, ev *Event, changes []Change) (pos Position, dup bool, err error)
-	// Read returns up to limit records with positions after from, in order.
+	// Read returns up to limit records with positions after from, in
+	// order. Only durable records are ever returned.
 	Read(ctx context.Context, from Position, limit int) ([]Record, error)
 	// Head returns the position of the last record (0 when empty).
 	Head(ctx context.Context) (Position, error)
 	// History returns every change of one entity in log order.
 	History(ctx context.Context, kind EntityKind, id string) ([]Change, error)
-	// StateAt folds an entity's changes up to and including time at into
-	// field -> value (absent fields omitted). A zero at means now.
+	// StateAt folds an entity's changes whose event time is not after at
+	// into field -> value (absent fields omitted), in log order: the order
+	// they were applied in, so each change's From is what the fold held
+	// before it. A zero at means now.
 	StateAt(ctx context.Context, kind EntityKind, id string, at time.Time) (map[string]string, error)
 	// Verify walks the hash chain and returns nil, or a *ChainError naming
 	// the first bad position.
