@@ -1,0 +1,585 @@
+package bonnie
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// Metadata keys a source may set on the Watermill messages it delivers.
+const (
+	// MetaSource names where a notification came from; it is kept with a
+	// dead letter.
+	MetaSource = "bonnie.source"
+	// MetaTruncated is "true" on a message whose payload is only the
+	// beginning of what was sent (source/cyrus: a datagram over
+	// MaxDatagramSize), and MetaSize then the size sent. Such input is
+	// never an event, whatever its beginning decodes to: it is kept as a
+	// dead letter.
+	MetaTruncated = "bonnie.truncated"
+	MetaSize      = "bonnie.size"
+)
+
+// ErrDeadLettered is returned by Engine.Ingest for input that could not
+// become an event and was kept as a dead letter instead. The input is
+// durable: a source acknowledges it like an appended event.
+var ErrDeadLettered = errors.New("bonnie: dead-lettered")
+
+// ErrNotRunning is returned when a method needs Run.
+var ErrNotRunning = errors.New("bonnie: engine not running")
+
+// Source is a named Watermill subscriber whose messages carry one raw
+// notification each (source/cyrus, source/amqp...).
+type Source struct {
+	Name       string
+	Subscriber message.Subscriber
+	// Topic is passed to Subscribe; sources that have none ignore it.
+	Topic string
+}
+
+// Options assemble an engine. Store is required; the rest has defaults.
+type Options struct {
+	Store   Store
+	Sources []Source
+	Sinks   []Sink
+	Logger  *slog.Logger
+	// Metrics receives the engine's counters; nil creates a private set
+	// that Engine.Metrics returns.
+	Metrics *Metrics
+	// MaxBatch bounds how many events one transaction appends (default
+	// 512).
+	MaxBatch int
+	// Lifecycle, when set, makes Run record a DaemonStart event (with when
+	// the previous run stopped, or the last event it saw if it did not stop
+	// cleanly: the window in which Cyrus found nobody listening) and a
+	// DaemonStop event on a clean stop. Its value names the daemon
+	// ("bonnied"); Details are added to both events.
+	Lifecycle string
+	Details   map[string]any
+	// SinkBackoff is the first wait after a sink error, doubled up to
+	// SinkMaxBackoff (defaults 100ms and 1m).
+	SinkBackoff, SinkMaxBackoff time.Duration
+}
+
+// Engine wires sources -> ingest -> log -> sinks. Create it with New, run
+// it with Run.
+type Engine struct {
+	opts    Options
+	store   Store
+	log     *slog.Logger
+	metrics *Metrics
+
+	mu       sync.Mutex // serialises apply+append: the log order is the apply order
+	ingester *Ingester
+
+	requests chan *request
+	running  atomic.Bool
+	head     notifier
+}
+
+type request struct {
+	ctx    context.Context
+	raw    []byte
+	source string
+	// retry is the dead letter being re-ingested, nil for new input.
+	retry *DeadLetter
+	done  chan result
+}
+
+type result struct {
+	pos Position
+	dup bool
+	err error
+}
+
+// New checks the options and returns an engine.
+func New(opts Options) (*Engine, error) {
+	if opts.Store == nil {
+		return nil, errors.New("bonnie: Options.Store is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics()
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 512
+	}
+	if opts.SinkBackoff <= 0 {
+		opts.SinkBackoff = 100 * time.Millisecond
+	}
+	if opts.SinkMaxBackoff <= 0 {
+		opts.SinkMaxBackoff = time.Minute
+	}
+	names := map[string]bool{}
+	for _, s := range opts.Sinks {
+		if s.Name() == "" || names[s.Name()] {
+			return nil, fmt.Errorf("bonnie: sink names must be unique and not empty: %q", s.Name())
+		}
+		names[s.Name()] = true
+	}
+	return &Engine{
+		opts:     opts,
+		store:    opts.Store,
+		log:      opts.Logger,
+		metrics:  opts.Metrics,
+		ingester: NewIngester(opts.Store),
+		requests: make(chan *request, 4*opts.MaxBatch),
+		head:     newNotifier(),
+	}, nil
+}
+
+// Metrics returns the engine's counters.
+func (e *Engine) Metrics() *Metrics { return e.metrics }
+
+// Run runs the ingest loop, the sources and the sinks until ctx ends, then
+// stops the sources, finishes what they handed over (every message is
+// acknowledged or refused), lets the sinks stop at a record boundary, and
+// returns.
+func (e *Engine) Run(ctx context.Context) error {
+	if !e.running.CompareAndSwap(false, true) {
+		return errors.New("bonnie: engine already running")
+	}
+	defer e.running.Store(false)
+
+	loopCtx, stopLoop := context.WithCancel(context.WithoutCancel(ctx))
+	loopDone := make(chan struct{})
+	go func() {
+		defer close(loopDone)
+		e.loop(loopCtx)
+	}()
+
+	if e.opts.Lifecycle != "" {
+		if err := e.recordStart(ctx); err != nil {
+			stopLoop()
+			<-loopDone
+			return err
+		}
+	}
+
+	var wg sync.WaitGroup
+	for _, s := range e.opts.Sinks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.runSink(ctx, s)
+		}()
+	}
+
+	srcCtx := context.WithoutCancel(ctx)
+	var srcWG sync.WaitGroup
+	errs := make(chan error, 2*len(e.opts.Sources))
+	for _, src := range e.opts.Sources {
+		ch, err := src.Subscriber.Subscribe(srcCtx, src.Topic)
+		if err != nil {
+			errs <- fmt.Errorf("bonnie: subscribe %s: %w", src.Name, err)
+			continue
+		}
+		srcWG.Add(1)
+		go func() {
+			defer srcWG.Done()
+			e.consume(srcCtx, src.Name, ch)
+		}()
+	}
+	<-ctx.Done()
+	// Close the sources: each drains what it has read (every message is
+	// acknowledged or refused) and then closes its channel.
+	for _, src := range e.opts.Sources {
+		if err := src.Subscriber.Close(); err != nil {
+			errs <- fmt.Errorf("bonnie: close %s: %w", src.Name, err)
+		}
+	}
+	srcWG.Wait()
+	if e.opts.Lifecycle != "" {
+		if err := e.recordLifecycle(loopCtx, DaemonStop, nil); err != nil {
+			errs <- err
+		}
+	}
+	// Every message handed over has its answer: stop the loop only now.
+	stopLoop()
+	<-loopDone
+	wg.Wait()
+	close(errs)
+	var all []error
+	for err := range errs {
+		all = append(all, err)
+	}
+	return errors.Join(all...)
+}
+
+// recordStart appends DaemonStart with what the log says of the previous
+// run.
+func (e *Engine) recordStart(ctx context.Context) error {
+	details := map[string]any{}
+	head, err := e.store.Head(ctx)
+	if err != nil {
+		return fmt.Errorf("bonnie: read log head: %w", err)
+	}
+	if head > 0 {
+		recs, err := e.store.Read(ctx, head-1, 1)
+		if err != nil || len(recs) == 0 {
+			return fmt.Errorf("bonnie: read last record: %w", err)
+		}
+		last := recs[0]
+		details["vnd.bonnie.cleanStop"] = last.Event != nil && last.Event.Type == DaemonStop
+		// The daemon was surely down from its stop; after a crash, from
+		// some moment after the last record it appended.
+		details["vnd.bonnie.downSince"] = last.Appended.UTC().Format(time.RFC3339Nano)
+		details["vnd.bonnie.lastPosition"] = last.Position
+	}
+	return e.recordLifecycle(ctx, DaemonStart, details)
+}
+
+func (e *Engine) recordLifecycle(ctx context.Context, t EventType, extra map[string]any) error {
+	host, _ := os.Hostname()
+	ev := map[string]any{
+		"event":      t.String(),
+		"timestamp":  time.Now().UTC().Format("2006-01-02T15:04:05.000000000Z"),
+		"service":    e.opts.Lifecycle,
+		"serverFQDN": host,
+		"pid":        os.Getpid(),
+	}
+	for k, v := range e.opts.Details {
+		ev[k] = v
+	}
+	for k, v := range extra {
+		ev[k] = v
+	}
+	raw, err := json.Marshal(ev)
+	if err != nil {
+		return fmt.Errorf("bonnie: encode %s: %w", t, err)
+	}
+	if _, _, err := e.Ingest(ctx, raw, e.opts.Lifecycle); err != nil {
+		return fmt.Errorf("bonnie: record %s: %w", t, err)
+	}
+	return nil
+}
+
+// consume feeds one source's messages to the ingest loop in the order the
+// source delivers them, without waiting for each commit (so that a burst
+// shares transactions), and acknowledges each once its event is durable.
+// A Watermill Router would run one goroutine per message and lose that
+// order, which the state of flags depends on.
+func (e *Engine) consume(ctx context.Context, name string, ch <-chan *message.Message) {
+	var acks sync.WaitGroup
+	defer acks.Wait()
+	for msg := range ch {
+		src := msg.Metadata.Get(MetaSource)
+		if src == "" {
+			src = name
+		}
+		e.metrics.received.WithLabelValues(src).Inc()
+		if msg.Metadata.Get(MetaTruncated) == "true" {
+			reason := fmt.Sprintf("truncated: only the first %d of %s bytes sent were kept", len(msg.Payload), msg.Metadata.Get(MetaSize))
+			if err := e.DeadLetter(ctx, msg.Payload, src, reason); err != nil {
+				msg.Nack()
+			} else {
+				msg.Ack()
+			}
+			continue
+		}
+		r := &request{ctx: ctx, raw: msg.Payload, source: src, done: make(chan result, 1)}
+		e.requests <- r
+		acks.Add(1)
+		go func() {
+			defer acks.Done()
+			res := <-r.done
+			if res.err == nil || errors.Is(res.err, ErrDeadLettered) {
+				msg.Ack() // durable in the log, or as a dead letter
+				return
+			}
+			e.log.Warn("ingest failed; the source will redeliver", "source", src, "err", res.err)
+			msg.Nack()
+		}()
+	}
+}
+
+// Ingest decodes one raw notification, applies it to the entities and
+// appends it with its changes, returning its log position once durable.
+// A duplicate (the same notification again) returns the first position and
+// dup true. Input that cannot be decoded is kept as a dead letter and the
+// error wraps ErrDeadLettered. Safe for concurrent use; while Run runs,
+// concurrent calls share transactions.
+func (e *Engine) Ingest(ctx context.Context, raw []byte, source string) (Position, bool, error) {
+	e.metrics.received.WithLabelValues(source).Inc()
+	return e.submit(ctx, &request{ctx: ctx, raw: raw, source: source, done: make(chan result, 1)})
+}
+
+// Retry re-ingests a dead letter, after a parser fix, and marks it
+// resolved with the position it landed at. One that still fails stays
+// pending (the error wraps ErrDeadLettered; no second letter is made). A
+// letter whose sender was refused (ReasonRejected) is evidence of a
+// forgery attempt, never an event: Retry refuses it.
+func (e *Engine) Retry(ctx context.Context, d DeadLetter) (Position, bool, error) {
+	if strings.HasPrefix(d.Reason, ReasonRejected) {
+		return 0, false, fmt.Errorf("%w: dead letter %d was refused at the source (%s) and is never ingested", ErrDeadLettered, d.ID, d.Reason)
+	}
+	return e.submit(ctx, &request{ctx: ctx, raw: d.Raw, source: d.Source, retry: &d, done: make(chan result, 1)})
+}
+
+// ReasonRejected starts the reason of a dead letter whose sender a source
+// refused (wrong uid): such input is kept as evidence and never ingested.
+const ReasonRejected = "rejected sender: "
+
+func (e *Engine) submit(ctx context.Context, r *request) (Position, bool, error) {
+	if e.running.Load() {
+		select {
+		case e.requests <- r:
+		case <-ctx.Done():
+			return 0, false, ctx.Err()
+		}
+		select {
+		case res := <-r.done:
+			return res.pos, res.dup, res.err
+		case <-ctx.Done():
+			// The event may still be appended; a redelivery is a duplicate.
+			return 0, false, ctx.Err()
+		}
+	}
+	e.process(ctx, []*request{r})
+	res := <-r.done
+	return res.pos, res.dup, res.err
+}
+
+// DeadLetter keeps input that a source refused (a forged sender, a request
+// over the size limit, one given up after retries).
+func (e *Engine) DeadLetter(ctx context.Context, raw []byte, source, reason string) error {
+	e.metrics.deadLetters.WithLabelValues(source).Inc()
+	_, err := e.store.PutDeadLetter(ctx, DeadLetter{Received: time.Now().UTC(), Source: source, Reason: reason, Raw: raw})
+	if err != nil {
+		e.log.Error("dead letter could not be stored", "source", source, "reason", reason, "bytes", len(raw), "err", err)
+		return fmt.Errorf("bonnie: store dead letter: %w", err)
+	}
+	e.log.Warn("dead letter", "source", source, "reason", reason, "bytes", len(raw))
+	return nil
+}
+
+// loop gathers requests that arrive while the previous batch commits and
+// processes them together.
+func (e *Engine) loop(ctx context.Context) {
+	batch := make([]*request, 0, e.opts.MaxBatch)
+	for {
+		select {
+		case r := <-e.requests:
+			batch = append(batch[:0], r)
+		drain:
+			for len(batch) < e.opts.MaxBatch {
+				select {
+				case r := <-e.requests:
+					batch = append(batch, r)
+				default:
+					break drain
+				}
+			}
+			e.process(ctx, batch)
+		case <-ctx.Done():
+			// Answer whatever is still queued so no caller waits forever.
+			for {
+				select {
+				case r := <-e.requests:
+					e.process(context.Background(), []*request{r})
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// process decodes, applies and appends a batch in arrival order and
+// answers each request.
+func (e *Engine) process(ctx context.Context, batch []*request) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+
+	entries := make([]Entry, 0, len(batch))
+	owners := make([]*request, 0, len(batch))
+	for _, r := range batch {
+		ev, err := Decode(r.raw)
+		if err != nil && r.retry != nil {
+			r.done <- result{err: fmt.Errorf("%w: %w", ErrDeadLettered, err)}
+			continue
+		}
+		if err != nil {
+			if derr := e.DeadLetter(ctx, r.raw, r.source, err.Error()); derr != nil {
+				r.done <- result{err: derr}
+			} else {
+				r.done <- result{err: fmt.Errorf("%w: %w", ErrDeadLettered, err)}
+			}
+			continue
+		}
+		changes, err := e.ingester.Apply(ctx, ev)
+		if err != nil {
+			r.done <- result{err: err}
+			continue
+		}
+		entries = append(entries, Entry{Event: ev, Changes: changes})
+		owners = append(owners, r)
+	}
+	if len(entries) == 0 {
+		return
+	}
+	res, err := e.store.AppendBatch(ctx, entries)
+	if err != nil {
+		// Nothing of the batch is stored: what was applied to the cache
+		// is not the log's state any more.
+		e.ingester.Reset()
+		e.metrics.appendErrors.Inc()
+		e.log.Error("append failed", "events", len(entries), "err", err)
+		for _, r := range owners {
+			r.done <- result{err: fmt.Errorf("bonnie: append: %w", err)}
+		}
+		return
+	}
+	for i, r := range owners {
+		if res[i].Dup {
+			e.ingester.Forget(entries[i].Changes)
+			e.metrics.duplicates.Inc()
+		} else {
+			e.metrics.appended.Inc()
+		}
+		if r.retry != nil {
+			if err := e.store.ResolveDeadLetter(ctx, r.retry.ID, res[i].Position); err != nil {
+				e.log.Error("mark dead letter resolved", "id", r.retry.ID, "position", res[i].Position, "err", err)
+			}
+		}
+		r.done <- result{pos: res[i].Position, dup: res[i].Dup}
+	}
+	e.head.notify()
+}
+
+// runSink delivers the log to one sink from its cursor on, forever.
+func (e *Engine) runSink(ctx context.Context, s Sink) {
+	name, mask := s.Name(), s.Events()
+	lg := e.log.With("sink", name)
+	pos, err := e.cursor(ctx, name, lg)
+	if err != nil {
+		return
+	}
+	if pos == 0 {
+		lg.Info("new sink: replaying the whole log")
+	}
+	const page = 1000
+	for ctx.Err() == nil {
+		wait := e.head.wait()
+		recs, err := e.store.Read(ctx, pos, page)
+		if err != nil {
+			if ctx.Err() == nil {
+				lg.Error("read log", "err", err)
+				sleep(ctx, e.opts.SinkBackoff)
+			}
+			continue
+		}
+		for _, rec := range recs {
+			if rec.Event != nil && mask.Has(rec.Event.Type) {
+				if !e.deliver(ctx, s, rec, lg) {
+					e.saveCursor(name, pos, lg)
+					return
+				}
+			}
+			pos = rec.Position
+		}
+		if len(recs) > 0 {
+			e.saveCursor(name, pos, lg)
+			if head, err := e.store.Head(ctx); err == nil {
+				e.metrics.sinkLag.WithLabelValues(name).Set(float64(head - pos))
+			}
+		}
+		if len(recs) < page {
+			select {
+			case <-wait:
+			case <-ctx.Done():
+			}
+		}
+	}
+}
+
+func (e *Engine) cursor(ctx context.Context, name string, lg *slog.Logger) (Position, error) {
+	backoff := e.opts.SinkBackoff
+	for {
+		pos, err := e.store.Cursor(ctx, name)
+		if err == nil {
+			return pos, nil
+		}
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		lg.Error("read cursor", "err", err)
+		sleep(ctx, backoff)
+		backoff = min(2*backoff, e.opts.SinkMaxBackoff)
+	}
+}
+
+// deliver hands one record to a sink, retrying with backoff; false when
+// the engine stops first.
+func (e *Engine) deliver(ctx context.Context, s Sink, rec Record, lg *slog.Logger) bool {
+	backoff := e.opts.SinkBackoff
+	for {
+		err := s.Handle(ctx, rec)
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		e.metrics.sinkErrors.WithLabelValues(s.Name()).Inc()
+		lg.Warn("sink failed, retrying", "position", rec.Position, "retry_in", backoff, "err", err)
+		if !sleep(ctx, backoff) {
+			return false
+		}
+		backoff = min(2*backoff, e.opts.SinkMaxBackoff)
+	}
+}
+
+func (e *Engine) saveCursor(name string, pos Position, lg *slog.Logger) {
+	// The cursor is saved even while stopping: a context that ended must
+	// not cost the sink its progress.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.store.SetCursor(ctx, name, pos); err != nil {
+		lg.Error("save cursor", "position", pos, "err", err)
+	}
+}
+
+// sleep waits d or until ctx ends; false if ctx ended.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// notifier wakes every waiter when the log grows.
+type notifier struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func newNotifier() notifier { return notifier{ch: make(chan struct{})} }
+
+func (n *notifier) wait() <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.ch
+}
+
+func (n *notifier) notify() {
+	n.mu.Lock()
+	close(n.ch)
+	n.ch = make(chan struct{})
+	n.mu.Unlock()
+}

@@ -1,0 +1,75 @@
+// Command bonnie queries and checks a Bonnie log: decode a notification,
+// list events, verify the hash chain, handle dead letters.
+//
+//	bonnie [--data DIR] decode < notification
+//	bonnie [--data DIR] events [--since N] [--json]
+//	bonnie [--data DIR] verify
+//	bonnie [--data DIR] deadletters [--all] [--json]
+//	bonnie [--data DIR] deadletters retry
+//
+// Exit status: 0 on success, 1 on any failure (bad input, a broken chain),
+// with the reason on standard error.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// run is main without the process: tests call it.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := newRoot()
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	if err := root.ExecuteContext(ctx); err != nil {
+		var quiet *exitError
+		if !errors.As(err, &quiet) || quiet.msg != "" {
+			fmt.Fprintln(stderr, "bonnie:", err)
+		}
+		return 1
+	}
+	return 0
+}
+
+// exitError fails the command with a message already worded for the user.
+type exitError struct{ msg string }
+
+func (e *exitError) Error() string { return e.msg }
+
+// globals are the flags every command shares.
+type globals struct {
+	data string
+}
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "bonnie",
+		Short:         "Query and check a Bonnie mail event log",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&g.data, "data", "./bonnie-data", "data directory of the log")
+	root.AddCommand(
+		newDecodeCmd(g),
+		newEventsCmd(g),
+		newVerifyCmd(g),
+		newDeadLettersCmd(g),
+	)
+	return root
+}

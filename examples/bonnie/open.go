@@ -1,0 +1,34 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/bonnie-archive/bonnie/store/sqlite"
+)
+
+// logFile is where bonnied keeps the log inside its data directory.
+const logFile = "log.db"
+
+// openLog opens the log of an existing data directory; it never creates
+// one, so a typo in --data is an error, not an empty log.
+func openLog(ctx context.Context, dir string) (*sqlite.Log, error) {
+	path := filepath.Join(dir, logFile)
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("no log at %s (is --data right? bonnied --data %s creates it)", path, dir)
+	}
+	lg, err := sqlite.Open(ctx, path)
+	if err != nil {
+		return nil, fmt.Errorf("open log %s: %w", path, err)
+	}
+	return lg, nil
+}
+
+// quietLogger keeps the engine's own logging off a command's output.
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

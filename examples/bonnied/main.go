@@ -1,0 +1,225 @@
+// Command bonnied is the all-in-one Bonnie daemon: it listens for Cyrus
+// IMAP notifications, appends them to the log under --data (SQLite, no
+// other server needed) and runs the sinks.
+//
+//	bonnied --data DIR --cyrus-socket PATH     # notifysocket: PATH (datagram)
+//	bonnied --data DIR --cyrus-dlist PATH      # notifysocket: dlist:PATH (synchronous)
+//
+// Both may be given. Under systemd socket activation (see the units in this
+// folder) the sockets are inherited and outlive the daemon, so that Cyrus
+// waits instead of losing events while it restarts. SIGINT and SIGTERM stop
+// it cleanly: sources drain, every notification read is answered, sinks stop
+// at a record boundary.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/bonnie-archive/bonnie"
+	"github.com/bonnie-archive/bonnie/source/cyrus"
+	"github.com/bonnie-archive/bonnie/store/sqlite"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "bonnied:", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	data        string
+	socket      string
+	dlist       string
+	cyrusUser   string
+	allowUsers  list
+	metrics     string
+	logJSON     bool
+	logLevel    slog.Level
+	sync        string
+	maxInFlight int
+}
+
+// list is a repeatable, comma-separated flag.
+type list []string
+
+func (l *list) String() string { return strings.Join(*l, ",") }
+func (l *list) Set(s string) error {
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			*l = append(*l, v)
+		}
+	}
+	return nil
+}
+
+func parse(args []string, stderr io.Writer) (*config, error) {
+	c := &config{}
+	fs := flag.NewFlagSet("bonnied", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.data, "data", "./bonnie-data", "data directory (log.db and, later, the sinks' stores)")
+	fs.StringVar(&c.socket, "cyrus-socket", "", "listen for Cyrus notifications on this datagram socket (notifysocket: PATH)")
+	fs.StringVar(&c.dlist, "cyrus-dlist", "", "listen on this stream socket, synchronous mode (notifysocket: dlist:PATH)")
+	fs.StringVar(&c.cyrusUser, "cyrus-user", "cyrus", "the user Cyrus runs as: owner of the sockets, and the only sender accepted")
+	fs.Var(&c.allowUsers, "allow-user", "also accept notifications sent by this user (repeatable; for load tests)")
+	fs.StringVar(&c.metrics, "metrics", "127.0.0.1:9464", "serve Prometheus metrics on this address (empty: off)")
+	fs.BoolVar(&c.logJSON, "log-json", false, "log JSON lines instead of text")
+	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
+	fs.StringVar(&c.sync, "sync", "full", "SQLite durability: full (an OK survives a machine crash) or normal (survives a process crash)")
+	fs.IntVar(&c.maxInFlight, "max-in-flight", 1024, "notifications handed to ingest and not yet durable, per socket")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if c.socket == "" && c.dlist == "" {
+		return nil, errors.New("give --cyrus-socket PATH or --cyrus-dlist PATH (or both)")
+	}
+	if c.sync != "full" && c.sync != "normal" {
+		return nil, fmt.Errorf("--sync must be full or normal, not %q", c.sync)
+	}
+	return c, nil
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	c, err := parse(args, stderr)
+	if err != nil {
+		return err
+	}
+	var h slog.Handler = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: c.logLevel})
+	if c.logJSON {
+		h = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: c.logLevel})
+	}
+	lg := slog.New(h)
+
+	if err := os.MkdirAll(c.data, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	syncMode := sqlite.SyncFull
+	if c.sync == "normal" {
+		syncMode = sqlite.SyncNormal
+	}
+	store, err := sqlite.Open(ctx, filepath.Join(c.data, "log.db"), sqlite.WithSync(syncMode))
+	if err != nil {
+		return fmt.Errorf("open log: %w", err)
+	}
+	defer store.Close()
+
+	metrics := bonnie.NewMetrics()
+	// The hooks can fire as soon as a socket exists, before the engine
+	// does: until then they write the dead letter straight to the store.
+	// Their dead letters name the socket, like those of undecodable input.
+	var engine atomic.Pointer[bonnie.Engine]
+	hook := func(source, prefix string) cyrus.Hook {
+		return func(ctx context.Context, raw []byte, reason string) {
+			if e := engine.Load(); e != nil {
+				// Errors are logged by DeadLetter; nothing more can be done.
+				_ = e.DeadLetter(ctx, raw, source, prefix+reason)
+				return
+			}
+			d := bonnie.DeadLetter{Received: time.Now().UTC(), Source: source, Reason: prefix + reason, Raw: raw}
+			if _, err := store.PutDeadLetter(ctx, d); err != nil {
+				lg.Error("dead letter could not be stored", "reason", d.Reason, "err", err)
+			}
+		}
+	}
+	activated := cyrus.Activation()
+	defer activated.Close()
+	base := cyrus.Options{
+		Activated:    nil,
+		Logger:       lg,
+		SocketUser:   c.cyrusUser,
+		AllowedUsers: append([]string{c.cyrusUser}, c.allowUsers...),
+		MaxInFlight:  c.maxInFlight,
+	}
+	if activated.Len() > 0 {
+		base.Activated = activated
+	}
+	var sources []bonnie.Source
+	if c.socket != "" {
+		o := base
+		o.Path, o.Source = c.socket, "cyrus-datagram:"+c.socket
+		o.OnGiveUp, o.OnReject = hook(o.Source, "given up: "), hook(o.Source, bonnie.ReasonRejected)
+		sub, err := cyrus.NewDatagramSubscriber(o)
+		if err != nil {
+			return fmt.Errorf("datagram socket: %w", err)
+		}
+		sources = append(sources, bonnie.Source{Name: o.Source, Subscriber: sub})
+	}
+	if c.dlist != "" {
+		o := base
+		o.Path, o.Source = c.dlist, "cyrus-dlist:"+c.dlist
+		o.OnGiveUp, o.OnReject = hook(o.Source, "given up: "), hook(o.Source, bonnie.ReasonRejected)
+		sub, err := cyrus.NewDListSubscriber(o)
+		if err != nil {
+			for _, s := range sources {
+				s.Subscriber.Close()
+			}
+			return fmt.Errorf("dlist socket: %w", err)
+		}
+		sources = append(sources, bonnie.Source{Name: o.Source, Subscriber: sub})
+	}
+
+	eng, err := bonnie.New(bonnie.Options{
+		Store: store, Sources: sources, Logger: lg, Metrics: metrics,
+		Lifecycle: "bonnied",
+		Details: map[string]any{
+			"vnd.bonnie.socketActivated": base.Activated != nil,
+			"vnd.bonnie.datagramSocket":  c.socket,
+			"vnd.bonnie.dlistSocket":     c.dlist,
+		},
+	})
+	if err != nil {
+		return err
+	}
+	engine.Store(eng)
+	if c.metrics != "" {
+		srv, err := serveMetrics(c.metrics, metrics, lg)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+	}
+	lg.Info("bonnied started", "data", c.data, "datagram", c.socket, "dlist", c.dlist,
+		"socket_activation", base.Activated != nil, "sync", c.sync)
+	start := time.Now()
+	err = eng.Run(ctx)
+	lg.Info("bonnied stopped", "uptime", time.Since(start).Round(time.Millisecond), "err", err)
+	return err
+}
+
+func serveMetrics(addr string, m *bonnie.Metrics, lg *slog.Logger) (*http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listener: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry(), promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			lg.Error("metrics server", "err", err)
+		}
+	}()
+	lg.Info("metrics", "url", "http://"+ln.Addr().String()+"/metrics")
+	return srv, nil
+}

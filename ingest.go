@@ -1,0 +1,376 @@
+package bonnie
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// StateSource gives the current state of entities as the log knows it.
+// Every Log is one.
+type StateSource interface {
+	// StateAt with a zero time returns the current fields of an entity
+	// (empty for one never seen).
+	StateAt(ctx context.Context, kind EntityKind, id string, at time.Time) (map[string]string, error)
+	// Find returns the ids of the entities of kind whose current field
+	// has value.
+	Find(ctx context.Context, kind EntityKind, field, value string) ([]string, error)
+}
+
+// Ingester applies events to the volatile entities and returns the changes
+// their setters recorded. It keeps the entities it has touched in memory,
+// so that a run of events on one folder reads the log once; events must be
+// applied in the order they are appended, and the ingester must be told
+// (Forget) when an append did not store what it applied.
+type Ingester struct {
+	src   StateSource
+	cache map[entityKey]map[string]string
+	// limit bounds the cache; past it, the cache is dropped and reloads.
+	limit int
+}
+
+type entityKey struct {
+	kind EntityKind
+	id   string
+}
+
+// NewIngester returns an ingester reading entity state from src.
+func NewIngester(src StateSource) *Ingester {
+	return &Ingester{src: src, cache: make(map[entityKey]map[string]string), limit: 100_000}
+}
+
+// Forget drops the cached state of the entities the changes touched; the
+// next event reloads them from the log. Call it for an event whose append
+// failed or turned out to be a duplicate.
+func (in *Ingester) Forget(changes []Change) {
+	for _, c := range changes {
+		delete(in.cache, entityKey{c.Entity, c.ID})
+	}
+}
+
+// Reset drops the whole cache.
+func (in *Ingester) Reset() { clear(in.cache) }
+
+// load returns the live fields of an entity, from the cache or the log.
+// The returned map is the cache's own: setters update it in place.
+func (in *Ingester) load(ctx context.Context, kind EntityKind, id string) (map[string]string, error) {
+	k := entityKey{kind, id}
+	if f, ok := in.cache[k]; ok {
+		return f, nil
+	}
+	if len(in.cache) >= in.limit {
+		clear(in.cache)
+	}
+	st, err := in.src.StateAt(ctx, kind, id, time.Time{})
+	if err != nil {
+		return nil, fmt.Errorf("bonnie: load %s %s: %w", kind, id, err)
+	}
+	f := make(map[string]string, len(st))
+	for k, v := range st {
+		if v != "" {
+			f[k] = v
+		}
+	}
+	in.cache[k] = f
+	return f, nil
+}
+
+// apply is the state of one Apply call.
+type apply struct {
+	ctx context.Context
+	in  *Ingester
+	ev  *Event
+	rec *Changes
+	err error
+}
+
+// entity returns the live entity (kind, id) recording into a.rec; after the
+// first error it returns a detached one so that the caller can go on
+// without checks, and Apply reports the error.
+func (a *apply) entity(kind EntityKind, id string) entity {
+	if a.err == nil {
+		f, err := a.in.load(a.ctx, kind, id)
+		if err == nil {
+			return entity{kind: kind, id: id, fields: f, rec: a.rec}
+		}
+		a.err = err
+	}
+	return entity{kind: kind, id: id, fields: map[string]string{}}
+}
+
+func (a *apply) folder(id string) *Folder   { return &Folder{a.entity(KindFolder, id)} }
+func (a *apply) message(id string) *Message { return &Message{a.entity(KindMessage, id)} }
+func (a *apply) user(id string) *User       { return &User{a.entity(KindUser, id)} }
+func (a *apply) session(id string) *Session { return &Session{a.entity(KindSession, id)} }
+
+// folderByPath finds the uniqueid of the present folder named path.
+func (a *apply) folderByPath(path string) string {
+	if a.err != nil || path == "" {
+		return ""
+	}
+	ids, err := a.in.src.Find(a.ctx, KindFolder, "path", path)
+	if err != nil {
+		a.err = err
+		return ""
+	}
+	for _, id := range ids {
+		if f := a.folder(id); f.Exists() && f.Path() == path {
+			return id
+		}
+	}
+	// A folder touched earlier in this run may not be in the log yet.
+	for k, f := range a.in.cache {
+		if k.kind == KindFolder && f["path"] == path && f["state"] == StatePresent {
+			return k.id
+		}
+	}
+	return ""
+}
+
+// Apply applies one event to the entities and returns the changes it
+// caused, in the order the setters recorded them. MailboxModseq and the
+// MAIL/SIEVE classes change nothing: they are kept in the log only.
+func (in *Ingester) Apply(ctx context.Context, ev *Event) ([]Change, error) {
+	a := &apply{ctx: ctx, in: in, ev: ev, rec: NewChanges(ev.User, ev.Time)}
+	a.run()
+	if a.err != nil {
+		// What was applied to the cache may be half an event: reload.
+		in.Forget(a.rec.List())
+		return nil, a.err
+	}
+	return a.rec.List(), nil
+}
+
+func (a *apply) run() {
+	ev := a.ev
+	switch ev.Type {
+	case MailboxModseq, MailNotification, SieveNotification, Cancelled,
+		CalendarAlarm, ApplePushService, ApplePushServiceDAV, DaemonStart, DaemonStop:
+		return
+	}
+	if ev.User != "" && ev.Service != "cyr_expire" {
+		u := a.user(ev.User)
+		u.Create()
+		u.SetLogin(ev.User)
+	}
+	var f *Folder
+	if ev.MailboxID != "" {
+		f = a.folder(ev.MailboxID)
+		a.track(f)
+	}
+	switch ev.Type {
+	case Login:
+		s := a.session(ev.SessionID)
+		s.Create()
+		s.SetUser(ev.User)
+		s.SetService(ev.Service)
+		if ev.ClientIP != "" {
+			s.SetClientAddr(net.JoinHostPort(ev.ClientIP, strconv.Itoa(ev.ClientPort)))
+		}
+		s.SetStart(ev.Time)
+	case Logout:
+		s := a.session(ev.SessionID)
+		s.Create()
+		s.SetUser(ev.User)
+		s.SetEnd(ev.Time)
+	case MailboxCreate:
+		if f != nil {
+			f.SetCreated(ev.Time)
+		}
+	case MailboxDelete:
+		if f != nil {
+			f.Delete()
+		}
+	case MailboxSubscribe, MailboxUnsubscribe:
+		if ev.User != "" {
+			id := ev.MailboxID
+			if id == "" {
+				id = ev.Mailbox.Name
+			}
+			v := ""
+			if ev.Type == MailboxSubscribe {
+				v = "set"
+			}
+			a.user(ev.User).set("subscribed:"+id, v)
+		}
+	case QuotaChange:
+		if ev.Mailbox.Owner != "" {
+			u := a.user(ev.Mailbox.Owner)
+			u.set("quota:"+ev.Mailbox.Name+":storage", optInt(ev.DiskQuota))
+			u.set("quota:"+ev.Mailbox.Name+":messages", optInt(ev.MaxMessages))
+		}
+	case MessageAppend, MessageNew:
+		if f == nil {
+			return
+		}
+		for i, uid := range ev.UIDs {
+			m := a.message(MessageKey(f.ID(), ev.Mailbox.UIDValidity, uid))
+			a.place(m, f, uid)
+			if i < len(ev.MessageIDs) {
+				m.SetMessageID(ev.MessageIDs[i])
+			}
+			if len(ev.UIDs) == 1 && ev.Size > 0 {
+				m.SetSize(ev.Size)
+			}
+			a.setFlags(m, f, ev.Flags)
+		}
+	case MessageCopy, MessageMove:
+		if f == nil {
+			return
+		}
+		var srcFolder string
+		var srcValidity uint32
+		if ev.OldMailbox != nil {
+			srcFolder = a.folderByPath(ev.OldMailbox.Name)
+			srcValidity = ev.OldMailbox.UIDValidity
+		}
+		for i, uid := range ev.UIDs {
+			m := a.message(MessageKey(f.ID(), ev.Mailbox.UIDValidity, uid))
+			a.place(m, f, uid)
+			if i < len(ev.MessageIDs) {
+				m.SetMessageID(ev.MessageIDs[i])
+			}
+			if srcFolder == "" || i >= len(ev.OldUIDs) {
+				continue
+			}
+			srcKey := MessageKey(srcFolder, srcValidity, ev.OldUIDs[i])
+			src := a.message(srcKey)
+			m.SetOrigin(srcKey)
+			// Cyrus copies flags, size and date with the message; the
+			// notification does not repeat them.
+			m.SetFlags(src.Flags())
+			for _, field := range []string{"size", "internalDate", "digest"} {
+				if v := src.get(field); v != "" {
+					m.set(field, v)
+				}
+			}
+			if ev.Type == MessageMove {
+				src.SetMovedTo(m.ID())
+			}
+		}
+	case MessageRead, FlagsSet, FlagsClear, MessageTrash:
+		if f == nil {
+			return
+		}
+		flags := ev.Flags
+		switch ev.Type {
+		case MessageRead:
+			flags = []string{`\Seen`}
+		case MessageTrash:
+			flags = []string{`\Deleted`}
+		}
+		for _, uid := range ev.UIDs {
+			m := a.message(MessageKey(f.ID(), ev.Mailbox.UIDValidity, uid))
+			a.place(m, f, uid)
+			if ev.Type == FlagsClear {
+				a.removeFlags(m, f, flags)
+			} else {
+				a.addFlags(m, f, flags)
+			}
+		}
+	case MessageExpunge, MessageExpire:
+		if f == nil {
+			return
+		}
+		for _, uid := range ev.UIDs {
+			m := a.message(MessageKey(f.ID(), ev.Mailbox.UIDValidity, uid))
+			a.place(m, f, uid)
+			if ev.Type == MessageExpunge {
+				m.Expunge()
+			} else {
+				m.Expire()
+			}
+		}
+	}
+}
+
+// track brings a folder up to what the event says of it: its name (which
+// also catches a rename that was never notified), owner, UIDVALIDITY and
+// full ACL. For a folder seen for the first time this is its creation in
+// the log.
+func (a *apply) track(f *Folder) {
+	ev := a.ev
+	if ev.Type == MailboxDelete {
+		return
+	}
+	if ev.Type != MailboxCreate && !f.Exists() && f.get("state") == StateDeleted {
+		// An event still in flight for a deleted folder does not revive it.
+		return
+	}
+	f.Create()
+	if ev.Mailbox.Name != "" {
+		f.SetPath(ev.Mailbox.Name)
+		f.SetOwner(ev.Mailbox.Owner)
+	}
+	if ev.Mailbox.UIDValidity != 0 {
+		f.SetUIDValidity(ev.Mailbox.UIDValidity)
+	}
+	if ev.MailboxACL != nil {
+		if ev.Type == AclChange && ev.ACLSubject != "" {
+			// Record the grant or revoke itself first; the full list
+			// then only adds what drifted.
+			rights := ev.ACLRights
+			if ev.ACLRemoved {
+				rights = ""
+			}
+			f.SetRights(ev.ACLSubject, rights)
+		}
+		f.SetACL(ev.MailboxACL)
+	}
+}
+
+// place makes sure the message exists at its folder and UID.
+func (a *apply) place(m *Message, f *Folder, uid uint32) {
+	if m.get("state") == "" {
+		m.Create()
+	}
+	m.SetFolder(f.ID())
+	m.SetUID(uid)
+}
+
+// seenField returns where the \Seen flag of the acting user lives: Cyrus
+// keeps \Seen per user on shared folders, so a read by someone other than
+// the owner sets that reader's seen state, not the owner's.
+func (a *apply) seenField(f *Folder) string {
+	u := a.ev.User
+	if u == "" || f.Owner() == "" || u == f.Owner() || strings.HasPrefix(f.Owner(), u+"@") {
+		return "flag:" + `\Seen`
+	}
+	return "seen:" + u
+}
+
+func (a *apply) setFlags(m *Message, f *Folder, flags []string) {
+	for _, fl := range flags {
+		a.addFlags(m, f, []string{fl})
+	}
+}
+
+func (a *apply) addFlags(m *Message, f *Folder, flags []string) {
+	for _, fl := range flags {
+		if fl == `\Seen` {
+			m.set(a.seenField(f), "set")
+			continue
+		}
+		m.AddFlags(fl)
+	}
+}
+
+func (a *apply) removeFlags(m *Message, f *Folder, flags []string) {
+	for _, fl := range flags {
+		if fl == `\Seen` {
+			m.set(a.seenField(f), "")
+			continue
+		}
+		m.RemoveFlags(fl)
+	}
+}
+
+func optInt(p *int64) string {
+	if p == nil {
+		return ""
+	}
+	return strconv.FormatInt(*p, 10)
+}
