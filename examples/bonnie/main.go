@@ -6,6 +6,7 @@
 //	bonnie [--data DIR] verify
 //	bonnie [--data DIR] deadletters [--all] [--json]
 //	bonnie [--data DIR] deadletters retry
+//	bonnie notify-external --data DIR -c CLASS -p PRIO -u USER -m MAILBOX -f [FNAME] < message
 //
 // Exit status: 0 on success, 1 on any failure (bad input, a broken chain),
 // with the reason on standard error.
@@ -70,6 +71,7 @@ func newRoot() *cobra.Command {
 		newEventsCmd(g),
 		newVerifyCmd(g),
 		newDeadLettersCmd(g),
+		newNotifyExternalCmd(g),
 	)
 	return root
 }

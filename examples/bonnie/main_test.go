@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/bonnie-archive/bonnie"
+	"github.com/bonnie-archive/bonnie/internal/datadir"
 	"github.com/bonnie-archive/bonnie/store/sqlite"
 )
 
@@ -197,5 +198,50 @@ func TestDeadLettersListAndRetry(t *testing.T) {
 	code, out, _ = bonnieCmd(t, nil, "--data", dir, "deadletters", "--all")
 	if code != 0 || !strings.Contains(out, "ingested@99") {
 		t.Fatalf("--all: exit %d\n%s", code, out)
+	}
+}
+
+func TestNotifyExternal(t *testing.T) {
+	dir := t.TempDir()
+	login := `{"event":"Login","timestamp":"2026-11-28T20:23:28.649Z","service":"imap","user":"alice","uri":"imap://h","vnd.cmu.sessionId":"s1"}`
+	// notify_external writes the message and one newline.
+	code, _, errs := bonnieCmd(t, []byte(login+"\n"), "notify-external", "--data", dir, "-c", "EVENT", "-p", "", "-u", "", "-m", "", "-f")
+	if code != 0 {
+		t.Fatalf("EVENT: exit %d: %s", code, errs)
+	}
+	mail := "From: Bob <bob@example.org>\nSubject: hi\nTo: alice@example.org\n"
+	code, _, errs = bonnieCmd(t, []byte(mail+"\n"), "notify-external", "--data="+dir, "-c", "MAIL", "-p", "", "-u", "alice", "-m", "INBOX", "-f")
+	if code != 0 {
+		t.Fatalf("MAIL: exit %d: %s", code, errs)
+	}
+	code, out, _ := bonnieCmd(t, nil, "--data", dir, "events", "--json")
+	var recs []bonnie.Record
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		var r bonnie.Record
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, r)
+	}
+	if code != 0 || len(recs) != 2 || recs[0].Event.User != "alice" || recs[0].Event.Type != bonnie.Login ||
+		recs[1].Event.Type != bonnie.MailNotification || recs[1].Event.NotifyUser != "alice" || recs[1].Event.Message != mail {
+		t.Fatalf("log after two external notifications: %+v", recs)
+	}
+
+	// While another process ingests into the directory, the notification
+	// is kept as a dead letter, not lost.
+	unlock, err := datadir.LockIngest(dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	code, _, errs = bonnieCmd(t, []byte(login+"\n"), "notify-external", "--data", dir, "--wait", "50ms", "-c", "EVENT", "-p", "", "-u", "", "-m", "", "-f")
+	if code != 1 || !strings.Contains(errs, "dead letter") {
+		t.Fatalf("busy: exit %d: %s", code, errs)
+	}
+	code, out, _ = bonnieCmd(t, nil, "--data", dir, "deadletters", "--json")
+	var d bonnie.DeadLetter
+	if code != 0 || json.Unmarshal([]byte(out), &d) != nil || string(d.Raw) != login || d.Source != "cyrus-external" {
+		t.Fatalf("dead letter: %s", out)
 	}
 }

@@ -10,11 +10,12 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/bonnie-archive/bonnie/internal/datadir"
 	"github.com/bonnie-archive/bonnie/store/sqlite"
 )
 
 // logFile is where bonnied keeps the log inside its data directory.
-const logFile = "log.db"
+const logFile = datadir.LogFile
 
 // openLog opens the log of an existing data directory; it never creates
 // one, so a typo in --data is an error, not an empty log.
@@ -28,6 +29,14 @@ func openLog(ctx context.Context, dir string) (*sqlite.Log, error) {
 		return nil, fmt.Errorf("open log %s: %w", path, err)
 	}
 	return lg, nil
+}
+
+// ensureDir creates a data directory for a command that writes.
+func ensureDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	return nil
 }
 
 // quietLogger keeps the engine's own logging off a command's output.

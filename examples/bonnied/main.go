@@ -23,7 +23,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -32,6 +31,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/bonnie-archive/bonnie"
+	"github.com/bonnie-archive/bonnie/internal/datadir"
 	"github.com/bonnie-archive/bonnie/source/cyrus"
 	"github.com/bonnie-archive/bonnie/store/sqlite"
 )
@@ -114,11 +114,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := os.MkdirAll(c.data, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
+	unlock, err := datadir.LockIngest(c.data, 0)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	syncMode := sqlite.SyncFull
 	if c.sync == "normal" {
 		syncMode = sqlite.SyncNormal
 	}
-	store, err := sqlite.Open(ctx, filepath.Join(c.data, "log.db"), sqlite.WithSync(syncMode))
+	store, err := sqlite.Open(ctx, datadir.LogPath(c.data), sqlite.WithSync(syncMode))
 	if err != nil {
 		return fmt.Errorf("open log: %w", err)
 	}
