@@ -79,6 +79,15 @@ func printEvent(w io.Writer, rec bonnie.Record) error {
 	field("subject", ev.ACLSubject)
 	field("rights", ev.ACLRights)
 	field("client", ev.ClientIP)
+	if ev.Type == bonnie.DaemonStart || ev.Type == bonnie.DaemonStop {
+		field("service", ev.Service)
+		field("pid", fmt.Sprint(ev.PID))
+		for _, k := range []string{"vnd.bonnie.cleanStop", "vnd.bonnie.downSince"} {
+			if v, ok := ev.Extra[k]; ok {
+				field(strings.TrimPrefix(k, "vnd.bonnie."), strings.Trim(string(v), `"`))
+			}
+		}
+	}
 	if len(rec.Changes) > 0 {
 		field("changes", fmt.Sprint(len(rec.Changes)))
 	}
