@@ -1,0 +1,58 @@
+// Package amqp carries Cyrus notifications from the relays on the IMAP
+// hosts to the central ingest over RabbitMQ, with Watermill's AMQP
+// binding (github.com/ThreeDotsLabs/watermill-amqp/v3).
+//
+// # Topology
+//
+// One durable fanout exchange per Watermill topic (Bonnie uses one topic,
+// DefaultTopic "bonnie.events"), and one durable queue per consumer group,
+// "<topic>.<group>", bound to it. Every group gets every message once; the
+// subscribers of one group (the ingest processes of several central
+// nodes) share its queue, each message going to one of them. Messages are
+// persistent. The relay's publisher declares the queues of the groups it
+// is told of (Config.Groups) before it publishes, because a fanout
+// exchange drops, and RabbitMQ still confirms, whatever no queue is bound
+// to yet.
+//
+// # Messages
+//
+// One message is one raw notification exactly as Cyrus sent it (the
+// payload), with the metadata a source sets (bonnie.MetaSource and the
+// like: AMQP headers, strings only) and Watermill's UUID: what
+// bonnie.Engine's sources deliver (see source/cyrus).
+//
+// # Guarantees
+//
+// Publish returns once RabbitMQ has confirmed (publisher confirms), so a
+// relay may drop a notification from its durable spool then. A subscriber
+// acknowledges a message to RabbitMQ only when it is Acked, which
+// bonnie.Engine does once the event is durable in the log; a message Nacked,
+// or in flight when the subscriber or its connection closes, is requeued
+// and comes again, and the log's idempotent append (on Event.Key) absorbs
+// a message whose event was already stored. Delivery is at least once, not
+// exactly once.
+//
+// A subscription hands messages over one at a time, the next after the
+// previous is settled, in the queue's order. With Prefetch 1 (the default)
+// a Nacked message comes back before the ones behind it, so the publish
+// order is kept; with more prefetch the ones already prefetched come first.
+// The order across the subscribers of one group is not kept.
+//
+// Because the next message comes only once the previous one is Acked, one
+// subscription gives the engine one event per transaction: its group
+// commit cannot gather a burst (see BENCHMARKS.md "AMQP ingest").
+//
+// Watermill's universal pub/sub tests (pubsub/tests.TestPubSub) pass on
+// this configuration against a real RabbitMQ, with ConsumerGroups,
+// GuaranteedOrder, GuaranteedOrderWithSingleSubscriber and Persistent.
+//
+// # Failures
+//
+// The publisher fails at once while the broker is unreachable and buffers
+// nothing; it reconnects at the next Publish after any failure (it retires
+// the watermill-amqp publisher it used, whose channel pool does not survive
+// a broker restart). The subscriber reconnects by itself, and paces Nacks
+// (Config.RedeliveryDelay) so that an ingest whose log is down retries
+// slowly instead of spinning. Neither retries the very first connection:
+// the constructors fail if the broker is down.
+package amqp
