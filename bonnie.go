@@ -68,6 +68,31 @@ type Options struct {
 	// SinkBackoff is the first wait after a sink error, doubled up to
 	// SinkMaxBackoff (defaults 100ms and 1m).
 	SinkBackoff, SinkMaxBackoff time.Duration
+	// Resolver, when set, resolves each event's actor, mailbox owner and
+	// ACL subjects to persistent identities before the event is applied
+	// and appended (Event.Identities); users are then keyed by persistent
+	// id. Nil: no resolution, users are keyed by login.
+	Resolver Resolver
+	// ResolveTimeout bounds how long a batch of events waits for the
+	// Resolver (default 2s). Identities not resolved by then are stored
+	// marked Unresolved: the events are never lost or held longer.
+	ResolveTimeout time.Duration
+	// ResolveEvery, when positive (and Resolver set), makes Run call
+	// ResolvePending at start and then at this interval, so that
+	// identities left unresolved are filled in once the directory
+	// answers again.
+	ResolveEvery time.Duration
+	// Bodies, when set, fetches and stores the bodies of the messages that
+	// MessageAppend and MessageNew add (Cyrus never sends them), before
+	// the event is applied: Event.Bodies then names each by its SHA-256,
+	// and the Message entity gets digest, size and internalDate. A body
+	// that cannot be had is recorded as such; the event is never held
+	// longer than BodyTimeout (default 1m) nor lost. At most
+	// BodyConcurrency (default 4) fetches run at a time; one source's
+	// events still enter the log in the order it delivered them.
+	Bodies          BodyFetcher
+	BodyTimeout     time.Duration
+	BodyConcurrency int
 }
 
 // Engine wires sources -> ingest -> log -> sinks. Create it with New, run
@@ -80,6 +105,9 @@ type Engine struct {
 
 	mu       sync.Mutex // serialises apply+append: the log order is the apply order
 	ingester *Ingester
+	bodies   *bodyStage // nil without Options.Bodies
+	// resolving serialises ResolvePending passes.
+	resolving sync.Mutex
 
 	requests chan *request
 	running  atomic.Bool
@@ -92,7 +120,13 @@ type request struct {
 	source string
 	// retry is the dead letter being re-ingested, nil for new input.
 	retry *DeadLetter
-	done  chan result
+	// pre is the request decoded, and its bodies fetched, before it
+	// entered the loop (nil without Options.Bodies).
+	pre *prefetch
+	// internal marks Bonnie's own events (IdentityResolved), which are
+	// refused from any outside source.
+	internal bool
+	done     chan result
 }
 
 type result struct {
@@ -121,6 +155,9 @@ func New(opts Options) (*Engine, error) {
 	if opts.SinkMaxBackoff <= 0 {
 		opts.SinkMaxBackoff = time.Minute
 	}
+	if opts.ResolveTimeout <= 0 {
+		opts.ResolveTimeout = 2 * time.Second
+	}
 	names := map[string]bool{}
 	for _, s := range opts.Sinks {
 		if s.Name() == "" || names[s.Name()] {
@@ -134,6 +171,7 @@ func New(opts Options) (*Engine, error) {
 		log:      opts.Logger,
 		metrics:  opts.Metrics,
 		ingester: NewIngester(opts.Store),
+		bodies:   newBodyStage(opts, opts.Metrics),
 		requests: make(chan *request, 4*opts.MaxBatch),
 		head:     newNotifier(),
 	}, nil
@@ -168,6 +206,13 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 
 	var wg sync.WaitGroup
+	if e.opts.Resolver != nil && e.opts.ResolveEvery > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.resolveLoop(ctx)
+		}()
+	}
 	for _, s := range e.opts.Sinks {
 		wg.Add(1)
 		go func() {
@@ -273,6 +318,8 @@ func (e *Engine) recordLifecycle(ctx context.Context, t EventType, extra map[str
 func (e *Engine) consume(ctx context.Context, name string, ch <-chan *message.Message) {
 	var acks sync.WaitGroup
 	defer acks.Wait()
+	feed, flush := e.feeder(ctx) // fetches bodies ahead, keeps the order
+	defer flush()
 	for msg := range ch {
 		src := msg.Metadata.Get(MetaSource)
 		if src == "" {
@@ -289,7 +336,7 @@ func (e *Engine) consume(ctx context.Context, name string, ch <-chan *message.Me
 			continue
 		}
 		r := &request{ctx: ctx, raw: msg.Payload, source: src, done: make(chan result, 1)}
-		e.requests <- r
+		feed(r)
 		acks.Add(1)
 		go func() {
 			defer acks.Done()
@@ -332,6 +379,8 @@ func (e *Engine) Retry(ctx context.Context, d DeadLetter) (Position, bool, error
 const ReasonRejected = "rejected sender: "
 
 func (e *Engine) submit(ctx context.Context, r *request) (Position, bool, error) {
+	e.bodies.start(ctx, r)
+	r.wait()
 	if e.running.Load() {
 		select {
 		case e.requests <- r:
@@ -396,27 +445,25 @@ func (e *Engine) loop(ctx context.Context) {
 	}
 }
 
-// process decodes, applies and appends a batch in arrival order and
-// answers each request.
+// process decodes, resolves, applies and appends a batch in arrival
+// order and answers each request. Resolution may wait on the network: it
+// runs before the lock, bounded by ResolveTimeout.
 func (e *Engine) process(ctx context.Context, batch []*request) {
+	evs := make([]*Event, len(batch))
+	for i, r := range batch {
+		evs[i] = e.decode(ctx, r)
+	}
+	e.resolveBatch(ctx, evs)
+
 	e.mu.Lock()
 	defer e.mu.Unlock()
 
 	entries := make([]Entry, 0, len(batch))
 	owners := make([]*request, 0, len(batch))
-	for _, r := range batch {
-		ev, err := Decode(r.raw)
-		if err != nil && r.retry != nil {
-			r.done <- result{err: fmt.Errorf("%w: %w", ErrDeadLettered, err)}
-			continue
-		}
-		if err != nil {
-			if derr := e.DeadLetter(ctx, r.raw, r.source, err.Error()); derr != nil {
-				r.done <- result{err: derr}
-			} else {
-				r.done <- result{err: fmt.Errorf("%w: %w", ErrDeadLettered, err)}
-			}
-			continue
+	for i, r := range batch {
+		ev := evs[i]
+		if ev == nil {
+			continue // answered by decode
 		}
 		changes, err := e.ingester.Apply(ctx, ev)
 		if err != nil {
@@ -456,6 +503,29 @@ func (e *Engine) process(ctx context.Context, batch []*request) {
 		r.done <- result{pos: res[i].Position, dup: res[i].Dup}
 	}
 	e.head.notify()
+}
+
+// decode decodes a request's notification; on failure it answers the
+// request (keeping the input as a dead letter) and returns nil.
+func (e *Engine) decode(ctx context.Context, r *request) *Event {
+	ev, err := r.decoded()
+	if err == nil && ev.Type == IdentityResolved && !r.internal {
+		// Only the engine's own resolution pass may attribute identities.
+		err = fmt.Errorf("%w: %s is Bonnie's own event and is not accepted from a source", ErrUnknownEvent, ev.Type)
+	}
+	if err != nil && r.retry != nil {
+		r.done <- result{err: fmt.Errorf("%w: %w", ErrDeadLettered, err)}
+		return nil
+	}
+	if err != nil {
+		if derr := e.DeadLetter(ctx, r.raw, r.source, err.Error()); derr != nil {
+			r.done <- result{err: derr}
+		} else {
+			r.done <- result{err: fmt.Errorf("%w: %w", ErrDeadLettered, err)}
+		}
+		return nil
+	}
+	return ev
 }
 
 // runSink delivers the log to one sink from its cursor on, forever.

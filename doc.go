@@ -21,6 +21,10 @@
 //     and chains every record to the one before by SHA-256, so that
 //     [Log.Verify] finds the first record that was altered, removed or
 //     inserted. The embedded default is store/sqlite.
+//   - Cyrus never sends message bodies: a [BodyFetcher] (package fetch:
+//     IMAP or the spool) stores them at ingest in the content-addressed
+//     body store (store/blob), and [Event.Bodies] names each by SHA-256
+//     in the log ([Options.Bodies]).
 //
 // Adapters live in folders: source/ (where notifications come from),
 // store/ (logs), sink/ (what reads the log), identity/ (who a login is),

@@ -142,6 +142,18 @@ type Event struct {
 	Message  string `json:"message,omitempty"`
 	FilePath string `json:"filePath,omitempty"`
 
+	// Identities are the persistent identities behind the event's names
+	// (actor, mailbox owner, ACL subjects), resolved at ingest by the
+	// engine's Resolver; nil without one. They are stored and hashed with
+	// the event; Key does not depend on them.
+	Identities *Identities `json:"identities,omitempty"`
+
+	// Bodies describe the bodies of the messages a MessageAppend or
+	// MessageNew added, one per UID, fetched at ingest (Options.Bodies)
+	// and stored in the body store under their SHA-256. Stored and hashed
+	// with the event; Key does not depend on them.
+	Bodies []BodyRef `json:"bodies,omitempty"`
+
 	// Raw is the notification exactly as received, framing included.
 	Raw []byte `json:"raw"`
 }

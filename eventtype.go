@@ -61,6 +61,12 @@ const (
 	// (Cyrus drops notifications then) and whether the stop was clean.
 	DaemonStart EventType = 1 << 48
 	DaemonStop  EventType = 1 << 49
+	// IdentityResolved is Bonnie's own event that fills in, after the
+	// fact, the identities an earlier event was stored without (the
+	// directory was unreachable at ingest): see Engine.ResolvePending and
+	// Event.Resolution. The log stays append-only: the earlier event is
+	// not rewritten.
+	IdentityResolved EventType = 1 << 50
 )
 
 // eventNames is the canonical (RFC) spelling of each type, the one String
@@ -96,6 +102,7 @@ var eventNames = map[EventType]string{
 	ApplePushServiceDAV: "ApplePushServiceDAV",
 	DaemonStart:         "vnd.bonnie.DaemonStart",
 	DaemonStop:          "vnd.bonnie.DaemonStop",
+	IdentityResolved:    "vnd.bonnie.IdentityResolved",
 }
 
 // eventAliases maps every spelling seen on the wire, lower-cased, to its

@@ -104,6 +104,8 @@ func (a *apply) entity(kind EntityKind, id string) entity {
 func (a *apply) folder(id string) *Folder   { return &Folder{a.entity(KindFolder, id)} }
 func (a *apply) message(id string) *Message { return &Message{a.entity(KindMessage, id)} }
 func (a *apply) user(id string) *User       { return &User{a.entity(KindUser, id)} }
+func (a *apply) group(id string) *Group     { return &Group{a.entity(KindGroup, id)} }
+func (a *apply) role(id string) *Role       { return &Role{a.entity(KindRole, id)} }
 func (a *apply) session(id string) *Session { return &Session{a.entity(KindSession, id)} }
 
 // folderByPath finds the uniqueid of the present folder named path.
@@ -146,16 +148,31 @@ func (in *Ingester) Apply(ctx context.Context, ev *Event) ([]Change, error) {
 
 func (a *apply) run() {
 	ev := a.ev
+	if ev.Type == IdentityResolved {
+		a.lateBindings()
+		return
+	}
 	switch ev.Type {
 	case MailboxModseq, MailNotification, SieveNotification, Cancelled,
 		CalendarAlarm, ApplePushService, ApplePushServiceDAV, DaemonStart, DaemonStop:
 		return
 	}
-	if ev.User != "" && ev.Service != "cyr_expire" {
-		u := a.user(ev.User)
-		u.Create()
-		u.SetLogin(ev.User)
+	// Users are keyed by their persistent id once resolved (the login
+	// otherwise); every identity the event resolved updates the bindings
+	// of its user or group.
+	ids := ev.Identities
+	if ids == nil {
+		ids = &Identities{}
 	}
+	actor := userKey(ids.Actor, ev.User)
+	if ev.User != "" && ev.Service != "cyr_expire" {
+		u := a.user(actor)
+		u.Create()
+		if !a.bindUser(u, ids.Actor) {
+			u.SetLogin(ev.User)
+		}
+	}
+	a.bindAll(ids.All(), false)
 	var f *Folder
 	if ev.MailboxID != "" {
 		f = a.folder(ev.MailboxID)
@@ -166,6 +183,9 @@ func (a *apply) run() {
 		s := a.session(ev.SessionID)
 		s.Create()
 		s.SetUser(ev.User)
+		if actor != ev.User {
+			s.set("userId", actor)
+		}
 		s.SetService(ev.Service)
 		if ev.ClientIP != "" {
 			s.SetClientAddr(net.JoinHostPort(ev.ClientIP, strconv.Itoa(ev.ClientPort)))
@@ -194,11 +214,11 @@ func (a *apply) run() {
 			if ev.Type == MailboxSubscribe {
 				v = "set"
 			}
-			a.user(ev.User).set("subscribed:"+id, v)
+			a.user(actor).set("subscribed:"+id, v)
 		}
 	case QuotaChange:
 		if ev.Mailbox.Owner != "" {
-			u := a.user(ev.Mailbox.Owner)
+			u := a.user(userKey(ids.Owner, ev.Mailbox.Owner))
 			u.set("quota:"+ev.Mailbox.Name+":storage", optInt(ev.DiskQuota))
 			u.set("quota:"+ev.Mailbox.Name+":messages", optInt(ev.MaxMessages))
 		}
@@ -215,6 +235,7 @@ func (a *apply) run() {
 			if len(ev.UIDs) == 1 && ev.Size > 0 {
 				m.SetSize(ev.Size)
 			}
+			a.setBody(m, uid) // digest, size, internalDate of the bytes fetched
 			a.setFlags(m, f, ev.Flags)
 		}
 	case MessageCopy, MessageMove:
@@ -304,6 +325,11 @@ func (a *apply) track(f *Folder) {
 	if ev.Mailbox.Name != "" {
 		f.SetPath(ev.Mailbox.Name)
 		f.SetOwner(ev.Mailbox.Owner)
+		if ev.Identities != nil && ev.Mailbox.Owner != "" {
+			if o := userKey(ev.Identities.Owner, ""); o != "" {
+				f.set("ownerId", o)
+			}
+		}
 	}
 	if ev.Mailbox.UIDValidity != 0 {
 		f.SetUIDValidity(ev.Mailbox.UIDValidity)
@@ -373,4 +399,94 @@ func optInt(p *int64) string {
 		return ""
 	}
 	return strconv.FormatInt(*p, 10)
+}
+
+// bindUser brings a user entity's bindings up to a resolved identity: its
+// canonical login, aliases, addresses, display name, groups and roles, and
+// a "name:" field (never removed) for every name it was ever known by, so
+// that the person is found under a name they no longer have. A new login
+// or address for a known id is thus a recorded change (login from -> to).
+// It reports false, changing nothing, for an identity that is not a
+// resolved user.
+func (a *apply) bindUser(u *User, id *Identity) bool {
+	if id == nil || id.Unresolved || id.Kind != IdentityUser || id.ID == "" {
+		return false
+	}
+	u.Create()
+	u.SetLogin(id.Login)
+	u.SetDisplayName(id.DisplayName)
+	u.setSet("alias:", id.Aliases)
+	u.SetAddresses(id.Addresses)
+	for _, n := range id.Names() {
+		u.set("name:"+strings.ToLower(n), "set")
+	}
+	groups := make([]string, 0, len(id.Groups))
+	for _, g := range id.Groups {
+		groups = append(groups, g.ID)
+		if g.Name != "" {
+			ge := a.group(g.ID)
+			ge.Create()
+			ge.SetName(g.Name)
+		}
+	}
+	u.SetGroups(groups)
+	roles := make([]string, 0, len(id.Roles))
+	for _, r := range id.Roles {
+		roles = append(roles, r.ID)
+		if r.Name != "" {
+			re := a.role(r.ID)
+			re.Create()
+			re.SetName(r.Name)
+		}
+	}
+	u.SetRoles(roles)
+	return true
+}
+
+// bindGroup brings a group entity up to a resolved group identity: its
+// name and its members (by id), so that the group's entity records each
+// membership change the directory showed. A pass-through group knows no
+// members and changes nothing.
+func (a *apply) bindGroup(id *Identity) {
+	if id.Unresolved || id.Kind != IdentityGroup || id.ID == "" || id.Source == "passthrough" {
+		return
+	}
+	g := a.group(id.ID)
+	g.Create()
+	g.SetName(id.Login)
+	members := make([]string, 0, len(id.Members))
+	for _, m := range id.Members {
+		members = append(members, m.ID)
+	}
+	g.SetMembers(members)
+}
+
+// bindAll binds every resolved user and group identity once (by id); with
+// lateOnly, only those resolved after the fact.
+func (a *apply) bindAll(ids []*Identity, lateOnly bool) {
+	done := map[string]bool{}
+	for _, id := range ids {
+		if id.Unresolved || id.ID == "" || done[string(id.Kind)+"\x00"+id.ID] || (lateOnly && !id.Late) {
+			continue
+		}
+		done[string(id.Kind)+"\x00"+id.ID] = true
+		switch id.Kind {
+		case IdentityUser:
+			a.bindUser(a.user(id.ID), id)
+		case IdentityGroup:
+			a.bindGroup(id)
+		}
+	}
+}
+
+// lateBindings applies an IdentityResolved event: the identities it
+// resolved after the fact update their entities now (at the resolution's
+// time); those that were already resolved at ingest were bound then and
+// are left alone, so that an older snapshot never overwrites a newer one.
+func (a *apply) lateBindings() {
+	res, err := a.ev.Resolution()
+	if err != nil {
+		return // kept in the log as it came; nothing to apply
+	}
+	a.bindAll(res.All(), true)
 }

@@ -12,6 +12,7 @@ type Metrics struct {
 	deadLetters  *prometheus.CounterVec
 	sinkLag      *prometheus.GaugeVec
 	sinkErrors   *prometheus.CounterVec
+	bodies       *prometheus.CounterVec
 	registry     *prometheus.Registry
 }
 
@@ -39,6 +40,9 @@ func NewMetrics() *Metrics {
 		sinkErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bonnie_sink_errors_total", Help: "Sink handler failures (each retried).",
 		}, []string{"sink"}),
+		bodies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bonnie_bodies_total", Help: "Message bodies fetched at ingest, by outcome (stored, failed, skipped while the body source fails).",
+		}, []string{"outcome"}),
 		registry: prometheus.NewRegistry(),
 	}
 	m.registry.MustRegister(m)
@@ -49,7 +53,7 @@ func NewMetrics() *Metrics {
 func (m *Metrics) Registry() *prometheus.Registry { return m.registry }
 
 func (m *Metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.received, m.appended, m.duplicates, m.appendErrors, m.deadLetters, m.sinkLag, m.sinkErrors}
+	return []prometheus.Collector{m.received, m.appended, m.duplicates, m.appendErrors, m.deadLetters, m.sinkLag, m.sinkErrors, m.bodies}
 }
 
 // Describe implements prometheus.Collector.
