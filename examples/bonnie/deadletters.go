@@ -19,7 +19,7 @@ func newDeadLettersCmd(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			lg, err := openLog(ctx, g.data)
+			lg, err := openLog(ctx, g)
 			if err != nil {
 				return err
 			}
@@ -62,7 +62,7 @@ func newRetryCmd(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			lg, err := openLog(ctx, g.data)
+			lg, err := openLog(ctx, g)
 			if err != nil {
 				return err
 			}

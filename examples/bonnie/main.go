@@ -7,6 +7,9 @@
 //	bonnie [--data DIR] deadletters [--all] [--json]
 //	bonnie [--data DIR] deadletters retry
 //	bonnie notify-external --data DIR -c CLASS -p PRIO -u USER -m MAILBOX -f [FNAME] < message
+//	bonnie [--data DIR] archive get <Message-ID|sha256> [-o FILE]
+//	bonnie [--data DIR] archive verify [--json] [--rebuild]
+//	bonnie [--data DIR] export --custodian X --from T1 --to T2 [--folder F] --format mbox|eml-zip [-o FILE]
 //
 // Exit status: 0 on success, 1 on any failure (bad input, a broken chain),
 // with the reason on standard error.
@@ -54,7 +57,8 @@ func (e *exitError) Error() string { return e.msg }
 
 // globals are the flags every command shares.
 type globals struct {
-	data string
+	data     string
+	postgres string // --postgres: read this PostgreSQL log instead of DIR/log.db
 }
 
 func newRoot() *cobra.Command {
@@ -66,12 +70,16 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&g.data, "data", "./bonnie-data", "data directory of the log")
+	root.PersistentFlags().StringVar(&g.postgres, "postgres", "", "read the log on PostgreSQL at this DSN (search_path picks the schema) instead of DIR/log.db")
 	root.AddCommand(
 		newDecodeCmd(g),
 		newEventsCmd(g),
 		newVerifyCmd(g),
 		newDeadLettersCmd(g),
 		newNotifyExternalCmd(g),
+		newWhoisCmd(g), newHistoryCmd(g), newResolveCmd(g),
+		newMigrateCmd(g),
+		newArchiveCmd(g), newExportCmd(g),
 	)
 	return root
 }

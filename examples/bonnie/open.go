@@ -10,16 +10,28 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/bonnie-archive/bonnie"
 	"github.com/bonnie-archive/bonnie/internal/datadir"
+	"github.com/bonnie-archive/bonnie/store/postgres"
 	"github.com/bonnie-archive/bonnie/store/sqlite"
 )
 
 // logFile is where bonnied keeps the log inside its data directory.
 const logFile = datadir.LogFile
 
-// openLog opens the log of an existing data directory; it never creates
-// one, so a typo in --data is an error, not an empty log.
-func openLog(ctx context.Context, dir string) (*sqlite.Log, error) {
+// openLog opens the log the commands read: the PostgreSQL log named by
+// --postgres when it is given, else the SQLite log of the data directory.
+// It never creates one, so a typo in --data or --postgres is an error, not
+// an empty log.
+func openLog(ctx context.Context, g *globals) (bonnie.Store, error) {
+	if g.postgres != "" {
+		lg, err := postgres.Open(ctx, g.postgres, postgres.OnlyExisting())
+		if err != nil {
+			return nil, fmt.Errorf("open log on PostgreSQL (--postgres): %w", err)
+		}
+		return lg, nil
+	}
+	dir := g.data
 	path := filepath.Join(dir, logFile)
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("no log at %s (is --data right? bonnied --data %s creates it)", path, dir)

@@ -4,6 +4,7 @@
 //
 //	bonnied --data DIR --cyrus-socket PATH     # notifysocket: PATH (datagram)
 //	bonnied --data DIR --cyrus-dlist PATH      # notifysocket: dlist:PATH (synchronous)
+//	  [--sinks archive] [--imap HOST:PORT --imap-user ADMIN --imap-password-file F] [--spool PARTITION]
 //
 // Both may be given. Under systemd socket activation (see the units in this
 // folder) the sockets are inherited and outlive the daemon, so that Cyrus
@@ -13,6 +14,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -31,6 +33,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/bonnie-archive/bonnie"
+	"github.com/bonnie-archive/bonnie/identity"
 	"github.com/bonnie-archive/bonnie/internal/datadir"
 	"github.com/bonnie-archive/bonnie/source/cyrus"
 	"github.com/bonnie-archive/bonnie/store/sqlite"
@@ -56,6 +59,15 @@ type config struct {
 	logLevel    slog.Level
 	sync        string
 	maxInFlight int
+	readAhead   int
+
+	// identity resolution (see openResolver)
+	identity       identity.Config
+	identityConfig string
+	resolveTimeout time.Duration
+	resolveEvery   time.Duration
+
+	sinks sinkConfig // the sinks and body fetching (sinks.go)
 }
 
 // list is a repeatable, comma-separated flag.
@@ -84,7 +96,13 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 	fs.BoolVar(&c.logJSON, "log-json", false, "log JSON lines instead of text")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
 	fs.StringVar(&c.sync, "sync", "full", "SQLite durability: full (an OK survives a machine crash) or normal (survives a process crash)")
-	fs.IntVar(&c.maxInFlight, "max-in-flight", 1024, "notifications handed to ingest and not yet durable, per socket")
+	fs.IntVar(&c.maxInFlight, "max-in-flight", 512, "notifications handed to ingest and not yet durable, per socket (the engine commits up to 512 at once)")
+	fs.IntVar(&c.readAhead, "read-ahead", 0, "datagrams read from the socket ahead of ingest (0: 4096, or 64 when the socket is inherited, so that a crash leaves the rest in the kernel queue it survives in)")
+	c.identity.RegisterFlags(fs)
+	fs.StringVar(&c.identityConfig, "identity-config", "", "read the identity resolver settings (the --ldap-* and --identity-file keys, and LDAP filters, attributes, timeouts under ldap:) from this YAML or JSON file; flags win")
+	fs.DurationVar(&c.resolveTimeout, "resolve-timeout", 2*time.Second, "longest wait for the directory per batch of events; past it they are stored with identities unresolved")
+	fs.DurationVar(&c.resolveEvery, "resolve-every", time.Minute, "how often to look for unresolved identities and resolve them after the fact (0: never)")
+	c.sinks.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -96,6 +114,9 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 	}
 	if c.sync != "full" && c.sync != "normal" {
 		return nil, fmt.Errorf("--sync must be full or normal, not %q", c.sync)
+	}
+	if err := c.sinks.check(); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
@@ -128,6 +149,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("open log: %w", err)
 	}
 	defer store.Close()
+	resolver, closeResolver, err := openResolver(ctx, c, lg)
+	if err != nil {
+		return err
+	}
+	defer closeResolver()
+	sk, err := openSinks(ctx, &c.sinks, c.data, lg)
+	if err != nil {
+		return err
+	}
+	defer sk.close()
 
 	metrics := bonnie.NewMetrics()
 	// The hooks can fire as soon as a socket exists, before the engine
@@ -159,6 +190,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if activated.Len() > 0 {
 		base.Activated = activated
 	}
+	// What is read from a datagram socket and not yet committed dies with
+	// the process; what is still in the kernel queue of an inherited
+	// socket does not. So with socket activation read ahead little.
+	base.QueueSize = c.readAhead
+	if base.QueueSize == 0 && base.Activated != nil {
+		base.QueueSize = 64
+	}
 	var sources []bonnie.Source
 	if c.socket != "" {
 		o := base
@@ -186,11 +224,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 
 	eng, err := bonnie.New(bonnie.Options{
 		Store: store, Sources: sources, Logger: lg, Metrics: metrics,
+		Resolver: resolver, ResolveTimeout: c.resolveTimeout, ResolveEvery: c.resolveEvery,
+		Sinks: sk.sinks, Bodies: sk.bodies, BodyTimeout: c.sinks.bodyTimeout, BodyConcurrency: c.sinks.bodyParallel,
 		Lifecycle: "bonnied",
 		Details: map[string]any{
 			"vnd.bonnie.socketActivated": base.Activated != nil,
 			"vnd.bonnie.datagramSocket":  c.socket,
 			"vnd.bonnie.dlistSocket":     c.dlist,
+			"vnd.bonnie.sinks":           sk.details["vnd.bonnie.sinks"],
+			"vnd.bonnie.bodySources":     sk.details["vnd.bonnie.bodySources"],
 		},
 	})
 	if err != nil {
@@ -227,4 +269,36 @@ func serveMetrics(addr string, m *bonnie.Metrics, lg *slog.Logger) (*http.Server
 	}()
 	lg.Info("metrics", "url", "http://"+ln.Addr().String()+"/metrics")
 	return srv, nil
+}
+
+// openResolver builds the identity resolver from the flags and the
+// config file (nil: none configured, users are keyed by login). A
+// directory that does not answer at start is only a warning: events are
+// stored with identities unresolved and resolved later.
+func openResolver(ctx context.Context, c *config, lg *slog.Logger) (bonnie.Resolver, func() error, error) {
+	if c.identityConfig != "" {
+		fc, err := identity.LoadConfig(c.identityConfig)
+		if err != nil {
+			return nil, nil, err
+		}
+		c.identity.Merge(fc)
+	}
+	r, closeR, err := c.identity.Open()
+	if err != nil || r == nil {
+		return r, closeR, err
+	}
+	switch r := r.(type) {
+	case *identity.LDAP:
+		o := c.identity.LDAPOptions()
+		lg.Info("identities resolved against LDAP", "url", o.URL, "base", o.BaseDN,
+			"id_attr", cmp.Or(o.IDAttr, identity.DefaultLDAPOptions().IDAttr))
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := r.Ping(pctx); err != nil {
+			lg.Warn("the directory does not answer yet; identities stay unresolved until it does", "err", err)
+		}
+	default:
+		lg.Info("identities resolved from a file", "file", c.identity.IdentityFile)
+	}
+	return r, closeR, nil
 }

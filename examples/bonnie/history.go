@@ -1,0 +1,332 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bonnie-archive/bonnie"
+)
+
+// logReader is what the identity commands read of a log.
+type logReader interface {
+	Read(ctx context.Context, from bonnie.Position, limit int) ([]bonnie.Record, error)
+}
+
+// eachRecord calls fn for every record in log order.
+func eachRecord(ctx context.Context, lg logReader, fn func(rec bonnie.Record)) error {
+	var pos bonnie.Position
+	for {
+		recs, err := lg.Read(ctx, pos, 1000)
+		if err != nil {
+			return fmt.Errorf("read log: %w", err)
+		}
+		if len(recs) == 0 {
+			return nil
+		}
+		for _, rec := range recs {
+			if rec.Event != nil {
+				fn(rec)
+			}
+			pos = rec.Position
+		}
+	}
+}
+
+// late is a resolution after the fact: the identities and the
+// IdentityResolved record that holds them.
+type late struct {
+	ids *bonnie.Identities
+	by  bonnie.Position
+}
+
+// lateResolutions maps each position that an IdentityResolved event
+// resolved to that resolution (the first one, if several).
+func lateResolutions(ctx context.Context, lg logReader) (map[bonnie.Position]late, error) {
+	out := map[bonnie.Position]late{}
+	err := eachRecord(ctx, lg, func(rec bonnie.Record) {
+		if rec.Event.Type != bonnie.IdentityResolved {
+			return
+		}
+		if res, err := rec.Event.Resolution(); err == nil {
+			if _, seen := out[res.Resolves]; !seen {
+				out[res.Resolves] = late{res, rec.Position}
+			}
+		}
+	})
+	return out, err
+}
+
+// eachResolution calls fn for every event with the identities the log
+// holds for it: those stored with it, or the late resolution when one
+// filled them in (lateBy is then that record), or for an event stored
+// without a resolver the pass-through identity of its user.
+func eachResolution(ctx context.Context, lg logReader, fn func(rec bonnie.Record, ev *bonnie.Event, ids *bonnie.Identities, lateBy bonnie.Position)) error {
+	lates, err := lateResolutions(ctx, lg)
+	if err != nil {
+		return err
+	}
+	return eachRecord(ctx, lg, func(rec bonnie.Record) {
+		ev := rec.Event
+		if ev.Type == bonnie.IdentityResolved {
+			return
+		}
+		ids, by := ev.Identities, bonnie.Position(0)
+		if l, ok := lates[rec.Position]; ok {
+			ids, by = l.ids, l.by
+		}
+		if ids == nil {
+			if a := ev.ActorIdentity(); a != nil {
+				ids = &bonnie.Identities{Actor: a}
+			} else {
+				return
+			}
+		}
+		fn(rec, ev, ids, by)
+	})
+}
+
+// historyEntry is one thing the person did.
+type historyEntry struct {
+	Position bonnie.Position `json:"position"`
+	Time     time.Time       `json:"time"`
+	Event    string          `json:"event"`
+	// Login is the name the event gave (the one used then), ID the
+	// person's persistent id.
+	Login string `json:"login"`
+	ID    string `json:"id"`
+	// ResolvedBy is the IdentityResolved record that named the person,
+	// for an event stored while the directory was unreachable.
+	ResolvedBy bonnie.Position `json:"resolvedBy,omitempty"`
+	Service    string          `json:"service,omitempty"`
+	Session    string          `json:"session,omitempty"`
+	Client     string          `json:"client,omitempty"`
+	// End and Duration close a Login once its session's Logout is in the
+	// log.
+	End             *time.Time `json:"end,omitempty"`
+	Duration        string     `json:"duration,omitempty"`
+	DurationSeconds *float64   `json:"durationSeconds,omitempty"`
+	Mailbox         string     `json:"mailbox,omitempty"`
+	MailboxID       string     `json:"mailboxId,omitempty"`
+	From            string     `json:"from,omitempty"`
+	UIDs            []uint32   `json:"uids,omitempty"`
+	MessageIDs      []string   `json:"messageIds,omitempty"`
+	Flags           []string   `json:"flags,omitempty"`
+	ACLSubject      string     `json:"aclSubject,omitempty"`
+	ACLSubjectID    string     `json:"aclSubjectId,omitempty"`
+	ACLRights       *string    `json:"aclRights,omitempty"`
+	ACLMembers      []string   `json:"aclMembers,omitempty"`
+}
+
+// person is one persistent identity the query matched.
+type person struct {
+	ID    string              `json:"id"`
+	Kind  bonnie.IdentityKind `json:"kind"`
+	Login string              `json:"login"`
+	// Names are every login, alias and address the log saw for it.
+	Names       []string `json:"names"`
+	DisplayName string   `json:"displayName,omitempty"`
+}
+
+type historyResult struct {
+	Query   string         `json:"query"`
+	Persons []person       `json:"persons"`
+	Events  []historyEntry `json:"events"`
+}
+
+func newHistoryCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "history",
+		Short: "Show the history of an entity",
+	}
+	cmd.AddCommand(newHistoryUserCmd(g))
+	return cmd
+}
+
+func newHistoryUserCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "user LOGIN-OR-ID",
+		Short: "Everything a person did under any of their names, in time order",
+		Long: `history user finds the persons the log resolved LOGIN-OR-ID to (a login, alias, address they
+had at any time, or a persistent id) and lists, in time order, every event they acted in under
+any of their names: logins with client address and session duration, reads, flag changes, moves,
+deletions, ACL changes they made... Identities come from the log (resolved at ingest, or later by
+the resolution pass), never from the directory now.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			lg, err := openLog(ctx, g)
+			if err != nil {
+				return err
+			}
+			defer lg.Close()
+			res, err := userHistory(ctx, lg, args[0])
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetEscapeHTML(false)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(res); err != nil {
+					return err
+				}
+			} else {
+				printHistory(out, res)
+			}
+			if len(res.Persons) == 0 {
+				return &exitError{msg: fmt.Sprintf("nobody in the log was ever named %q", args[0])}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+// userHistory runs the query: who was ever named q, and what they did.
+func userHistory(ctx context.Context, lg logReader, q string) (*historyResult, error) {
+	res := &historyResult{Query: q, Persons: []person{}, Events: []historyEntry{}}
+	// Pass 1: the persons, and every name each had.
+	persons := map[string]*person{}
+	var order []string
+	err := eachResolution(ctx, lg, func(_ bonnie.Record, _ *bonnie.Event, ids *bonnie.Identities, _ bonnie.Position) {
+		for _, id := range ids.All() {
+			if id.Unresolved || id.ID == "" || (id.Kind != bonnie.IdentityUser && id.Kind != bonnie.IdentityLogin) {
+				continue
+			}
+			p := persons[id.ID]
+			if p == nil {
+				p = &person{ID: id.ID, Kind: id.Kind}
+				persons[id.ID] = p
+				order = append(order, id.ID)
+			}
+			p.Login, p.DisplayName = id.Login, cmp.Or(id.DisplayName, p.DisplayName)
+			for _, n := range id.Names() {
+				if !slices.ContainsFunc(p.Names, func(x string) bool { return strings.EqualFold(x, n) }) {
+					p.Names = append(p.Names, n)
+				}
+			}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	targets := map[string]bool{}
+	for _, id := range order {
+		p := persons[id]
+		if p.ID == q || slices.ContainsFunc(p.Names, func(n string) bool { return strings.EqualFold(n, q) }) {
+			targets[id] = true
+		}
+	}
+	if len(targets) == 0 {
+		return res, nil
+	}
+	acted := map[string]bool{}
+	// Pass 2: what they did.
+	sessions := map[string]int{} // session id -> index of its Login entry
+	err = eachResolution(ctx, lg, func(rec bonnie.Record, ev *bonnie.Event, ids *bonnie.Identities, by bonnie.Position) {
+		a := ids.Actor
+		if a == nil || a.Unresolved || !targets[a.ID] {
+			return
+		}
+		acted[a.ID] = true
+		e := historyEntry{Position: rec.Position, Time: ev.Time, Event: ev.Type.String(), Login: ev.User, ID: a.ID,
+			ResolvedBy: by, Service: ev.Service, Session: ev.SessionID, Mailbox: ev.Mailbox.Name, MailboxID: ev.MailboxID,
+			UIDs: ev.UIDs, MessageIDs: ev.MessageIDs, Flags: ev.Flags}
+		if ev.ClientIP != "" {
+			e.Client = net.JoinHostPort(ev.ClientIP, strconv.Itoa(ev.ClientPort))
+		}
+		if ev.OldMailbox != nil {
+			e.From = ev.OldMailbox.Name
+		}
+		if ev.Type == bonnie.AclChange {
+			e.ACLSubject = ev.ACLSubject
+			rights := ev.ACLRights
+			if !ev.ACLRemoved {
+				e.ACLRights = &rights
+			}
+			if s := ids.Subject; s != nil && !s.Unresolved {
+				e.ACLSubjectID = s.ID
+				for _, m := range s.Members {
+					e.ACLMembers = append(e.ACLMembers, m.Name)
+				}
+			}
+		}
+		switch ev.Type {
+		case bonnie.Login:
+			if ev.SessionID != "" {
+				sessions[ev.SessionID] = len(res.Events)
+			}
+		case bonnie.Logout:
+			if i, ok := sessions[ev.SessionID]; ok && ev.SessionID != "" {
+				start := &res.Events[i]
+				end := ev.Time
+				d := end.Sub(start.Time)
+				secs := d.Seconds()
+				start.End, start.Duration, start.DurationSeconds = &end, d.String(), &secs
+				e.Duration, e.DurationSeconds = d.String(), &secs
+			}
+		}
+		res.Events = append(res.Events, e)
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortStableFunc(res.Events, func(a, b historyEntry) int {
+		return cmp.Or(a.Time.Compare(b.Time), cmp.Compare(a.Position, b.Position))
+	})
+	// The persons: those of the directory, and the bare logins (unknown
+	// to the directory) that did something.
+	for _, id := range order {
+		if p := persons[id]; targets[id] && (p.Kind == bonnie.IdentityUser || acted[id]) {
+			res.Persons = append(res.Persons, *p)
+		}
+	}
+	return res, nil
+}
+
+func printHistory(w io.Writer, r *historyResult) {
+	for _, p := range r.Persons {
+		fmt.Fprintf(w, "%s %s %q, names: %s\n", p.Kind, p.ID, p.DisplayName, strings.Join(p.Names, ", "))
+	}
+	for _, e := range r.Events {
+		var b strings.Builder
+		fmt.Fprintf(&b, "%8d  %s  %-16s as %-20s", e.Position, e.Time.UTC().Format("2006-01-02T15:04:05.000Z"), e.Event, e.Login)
+		field := func(k, v string) {
+			if v != "" {
+				fmt.Fprintf(&b, "  %s=%s", k, v)
+			}
+		}
+		field("client", e.Client)
+		field("session", e.Duration)
+		field("mailbox", e.Mailbox)
+		field("from", e.From)
+		if len(e.UIDs) > 0 {
+			field("uids", uidList(e.UIDs))
+		}
+		field("flags", strings.Join(e.Flags, ","))
+		field("subject", e.ACLSubject)
+		if e.ACLRights != nil {
+			fmt.Fprintf(&b, "  rights=%q", *e.ACLRights)
+		}
+		if len(e.ACLMembers) > 0 {
+			field("members", strings.Join(e.ACLMembers, ","))
+		}
+		if e.ResolvedBy != 0 {
+			fmt.Fprintf(&b, "  (identified later, #%d)", e.ResolvedBy)
+		}
+		fmt.Fprintln(w, b.String())
+	}
+}

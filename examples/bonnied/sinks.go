@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/bonnie-archive/bonnie"
+	"github.com/bonnie-archive/bonnie/fetch"
+	"github.com/bonnie-archive/bonnie/sink/archive"
+	"github.com/bonnie-archive/bonnie/store/blob"
+)
+
+// knownSinks are the sinks bonnied can run; planned ones are refused
+// with a clear message until they exist.
+var (
+	knownSinks   = []string{archive.Name}
+	plannedSinks = []string{"backup", "discovery", "intercept"}
+)
+
+// sinkConfig holds the flags of the sinks and of body fetching.
+type sinkConfig struct {
+	sinks        list
+	imap         string
+	imapUser     string
+	imapPassFile string
+	imapTLS      string
+	imapAuthz    string
+	imapConns    int
+	spool        list
+	spoolLegacy  bool
+	bodyTimeout  time.Duration
+	bodyParallel int
+}
+
+func (s *sinkConfig) register(fs *flag.FlagSet) {
+	fs.Var(&s.sinks, "sinks", "sinks to run, comma-separated (default: all that exist: "+strings.Join(knownSinks, ",")+"; 'none' for none)")
+	fs.StringVar(&s.imap, "imap", "", "fetch message bodies over IMAP from this HOST:PORT")
+	fs.StringVar(&s.imapUser, "imap-user", "cyrus", "IMAP user: a Cyrus admin (--imap-authorize owner) or a reader with the r right (self)")
+	fs.StringVar(&s.imapPassFile, "imap-password-file", "", "file holding the IMAP password (first line)")
+	fs.StringVar(&s.imapTLS, "imap-tls", "", "none, starttls or tls (default: none on loopback, starttls otherwise)")
+	fs.StringVar(&s.imapAuthz, "imap-authorize", "owner", "owner: authorize as each folder's owner (a Cyrus admin may; Cyrus then sends Login/Logout events naming the owner), self: read with --imap-user's own rights")
+	fs.IntVar(&s.imapConns, "imap-conns", 4, "IMAP connections at most")
+	fs.Var(&s.spool, "spool", "read message bodies from this Cyrus partition directory (repeatable; tried before --imap)")
+	fs.BoolVar(&s.spoolLegacy, "spool-legacy", false, "also look for pre-3.x name-based spool paths")
+	fs.DurationVar(&s.bodyTimeout, "body-timeout", bonnie.DefaultBodyTimeout, "longest wait for one event's bodies; past it the event is stored with the failure")
+	fs.IntVar(&s.bodyParallel, "body-parallel", bonnie.DefaultBodyConcurrency, "body fetches at a time")
+}
+
+// names returns the selected sinks.
+func (s *sinkConfig) names() ([]string, error) {
+	if len(s.sinks) == 0 {
+		return knownSinks, nil
+	}
+	var out []string
+	for _, n := range s.sinks {
+		switch {
+		case n == "none":
+		case slices.Contains(knownSinks, n):
+			if !slices.Contains(out, n) {
+				out = append(out, n)
+			}
+		case slices.Contains(plannedSinks, n):
+			return nil, fmt.Errorf("--sinks: the %s sink is not available in this version (available: %s)", n, strings.Join(knownSinks, ","))
+		default:
+			return nil, fmt.Errorf("--sinks: unknown sink %q (available: %s)", n, strings.Join(knownSinks, ","))
+		}
+	}
+	return out, nil
+}
+
+func (s *sinkConfig) check() error {
+	if _, err := s.names(); err != nil {
+		return err
+	}
+	if s.imap != "" && s.imapPassFile == "" {
+		return fmt.Errorf("--imap needs --imap-password-file")
+	}
+	return nil
+}
+
+// bodySinks is what the sinks need from the engine's options.
+type bodySinks struct {
+	sinks   []bonnie.Sink
+	bodies  bonnie.BodyFetcher
+	details map[string]any
+	close   func()
+}
+
+// openSinks opens the body store (DATA/blobs), the body fetchers and the
+// selected sinks.
+func openSinks(ctx context.Context, s *sinkConfig, data string, lg *slog.Logger) (*bodySinks, error) {
+	out := &bodySinks{details: map[string]any{}, close: func() {}}
+	names, err := s.names()
+	if err != nil {
+		return nil, err
+	}
+	out.details["vnd.bonnie.sinks"] = strings.Join(names, ",")
+	blobDir, projection := archive.Paths(data)
+	store, err := blob.Open(blobDir)
+	if err != nil {
+		return nil, fmt.Errorf("body store: %w", err)
+	}
+	var closers []func()
+	out.close = func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	var chain fetch.Chain
+	var sources []string
+	if len(s.spool) > 0 {
+		sp := &fetch.Spool{Partitions: s.spool, Legacy: s.spoolLegacy, Store: store}
+		chain = append(chain, sp)
+		sources = append(sources, sp.String())
+	}
+	if s.imap != "" {
+		pw, err := os.ReadFile(s.imapPassFile)
+		if err != nil {
+			return nil, fmt.Errorf("--imap-password-file: %w", err)
+		}
+		if fi, err := os.Stat(s.imapPassFile); err == nil && fi.Mode().Perm()&0o004 != 0 {
+			lg.Warn("the IMAP password file is readable by everyone", "file", s.imapPassFile)
+		}
+		password, _, _ := strings.Cut(string(pw), "\n")
+		im, err := fetch.NewIMAP(fetch.IMAPOptions{
+			Addr: s.imap, TLS: fetch.TLSMode(s.imapTLS), User: s.imapUser, Password: strings.TrimRight(password, "\r"),
+			Authorize: fetch.Authorize(s.imapAuthz), Conns: s.imapConns, Store: store, Logger: lg,
+		})
+		if err != nil {
+			return nil, err
+		}
+		closers = append(closers, func() { im.Close() })
+		chain = append(chain, im)
+		sources = append(sources, im.String())
+	}
+	switch len(chain) {
+	case 0:
+		if slices.Contains(names, archive.Name) {
+			lg.Warn("no body source (--imap or --spool): message bodies are not fetched, the archive indexes none")
+		}
+	case 1:
+		out.bodies = chain[0]
+	default:
+		out.bodies = chain
+	}
+	out.details["vnd.bonnie.bodySources"] = strings.Join(sources, "; ")
+	for _, n := range names {
+		switch n {
+		case archive.Name:
+			a, err := archive.Open(ctx, projection, store)
+			if err != nil {
+				out.close()
+				return nil, err
+			}
+			closers = append(closers, func() { a.Close() })
+			out.sinks = append(out.sinks, a)
+		}
+	}
+	lg.Info("sinks", "sinks", strings.Join(names, ","), "bodies", strings.Join(sources, "; "), "store", blobDir)
+	return out, nil
+}
