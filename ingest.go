@@ -26,9 +26,17 @@ type StateSource interface {
 // applied in the order they are appended, and the ingester must be told
 // (Forget) when an append did not store what it applied.
 type Ingester struct {
-	src   StateSource
-	cache map[entityKey]map[string]string
-	// limit bounds the cache; past it, the cache is dropped and reloads.
+	src StateSource
+	// The cache has two generations: entities used since the last
+	// rotation (cur) and before it (old). A rotation, only ever between
+	// two events, drops old, so memory stays bounded without forgetting
+	// what the events of an uncommitted batch just changed (they are in
+	// cur, or moved back there on use).
+	cur, old map[entityKey]map[string]string
+	// paths maps a folder path set by a recent event to its id, for
+	// copies and moves from a folder the log does not show yet.
+	paths map[string]string
+	// limit is the size of one generation.
 	limit int
 }
 
@@ -39,7 +47,13 @@ type entityKey struct {
 
 // NewIngester returns an ingester reading entity state from src.
 func NewIngester(src StateSource) *Ingester {
-	return &Ingester{src: src, cache: make(map[entityKey]map[string]string), limit: 100_000}
+	return &Ingester{
+		src:   src,
+		cur:   make(map[entityKey]map[string]string),
+		old:   make(map[entityKey]map[string]string),
+		paths: make(map[string]string),
+		limit: 50_000,
+	}
 }
 
 // Forget drops the cached state of the entities the changes touched; the
@@ -47,22 +61,40 @@ func NewIngester(src StateSource) *Ingester {
 // failed or turned out to be a duplicate.
 func (in *Ingester) Forget(changes []Change) {
 	for _, c := range changes {
-		delete(in.cache, entityKey{c.Entity, c.ID})
+		k := entityKey{c.Entity, c.ID}
+		delete(in.cur, k)
+		delete(in.old, k)
 	}
 }
 
 // Reset drops the whole cache.
-func (in *Ingester) Reset() { clear(in.cache) }
+func (in *Ingester) Reset() {
+	clear(in.cur)
+	clear(in.old)
+	clear(in.paths)
+}
+
+// rotate starts a new generation when the current one is full.
+func (in *Ingester) rotate() {
+	if len(in.cur) < in.limit {
+		return
+	}
+	in.old, in.cur = in.cur, in.old
+	clear(in.cur)
+	clear(in.paths)
+}
 
 // load returns the live fields of an entity, from the cache or the log.
 // The returned map is the cache's own: setters update it in place.
 func (in *Ingester) load(ctx context.Context, kind EntityKind, id string) (map[string]string, error) {
 	k := entityKey{kind, id}
-	if f, ok := in.cache[k]; ok {
+	if f, ok := in.cur[k]; ok {
 		return f, nil
 	}
-	if len(in.cache) >= in.limit {
-		clear(in.cache)
+	if f, ok := in.old[k]; ok {
+		delete(in.old, k)
+		in.cur[k] = f
+		return f, nil
 	}
 	st, err := in.src.StateAt(ctx, kind, id, time.Time{})
 	if err != nil {
@@ -74,7 +106,7 @@ func (in *Ingester) load(ctx context.Context, kind EntityKind, id string) (map[s
 			f[k] = v
 		}
 	}
-	in.cache[k] = f
+	in.cur[k] = f
 	return f, nil
 }
 
@@ -123,10 +155,10 @@ func (a *apply) folderByPath(path string) string {
 			return id
 		}
 	}
-	// A folder touched earlier in this run may not be in the log yet.
-	for k, f := range a.in.cache {
-		if k.kind == KindFolder && f["path"] == path && f["state"] == StatePresent {
-			return k.id
+	// A folder named by a recent event may not be in the log yet.
+	if id, ok := a.in.paths[path]; ok {
+		if f := a.folder(id); f.Exists() && f.Path() == path {
+			return id
 		}
 	}
 	return ""
@@ -136,6 +168,7 @@ func (a *apply) folderByPath(path string) string {
 // caused, in the order the setters recorded them. MailboxModseq and the
 // MAIL/SIEVE classes change nothing: they are kept in the log only.
 func (in *Ingester) Apply(ctx context.Context, ev *Event) ([]Change, error) {
+	in.rotate()
 	a := &apply{ctx: ctx, in: in, ev: ev, rec: NewChanges(ev.User, ev.Time)}
 	a.run()
 	if a.err != nil {
@@ -324,6 +357,7 @@ func (a *apply) track(f *Folder) {
 	f.Create()
 	if ev.Mailbox.Name != "" {
 		f.SetPath(ev.Mailbox.Name)
+		a.in.paths[ev.Mailbox.Name] = f.ID()
 		f.SetOwner(ev.Mailbox.Owner)
 		if ev.Identities != nil && ev.Mailbox.Owner != "" {
 			if o := userKey(ev.Identities.Owner, ""); o != "" {
