@@ -103,7 +103,15 @@ type Engine struct {
 	log     *slog.Logger
 	metrics *Metrics
 
-	mu       sync.Mutex // serialises apply+append: the log order is the apply order
+	mu sync.Mutex // guards the ingester; batches are applied in log order
+	// epoch counts the times the ingester's cache was found not to match
+	// the log (a failed append, a duplicate that changed it). A batch
+	// applied in an older epoch was applied on top of that state and is
+	// refused (its sources redeliver it) rather than appended.
+	epoch uint64
+	// commitMu keeps commits in the order their batches were applied,
+	// should a caller of Ingest race with Run's loop.
+	commitMu sync.Mutex
 	ingester *Ingester
 	bodies   *bodyStage // nil without Options.Bodies
 	// resolving serialises ResolvePending passes.
@@ -416,6 +424,20 @@ func (e *Engine) DeadLetter(ctx context.Context, raw []byte, source, reason stri
 // loop gathers requests that arrive while the previous batch commits and
 // processes them together.
 func (e *Engine) loop(ctx context.Context) {
+	// The next batch is applied while the previous one commits: at most
+	// one batch waits for the committer, so apply and fsync overlap.
+	pending := make(chan *prepared, 1)
+	committed := make(chan struct{})
+	go func() {
+		defer close(committed)
+		for p := range pending {
+			e.commit(ctx, p)
+		}
+	}()
+	defer func() {
+		close(pending)
+		<-committed
+	}()
 	batch := make([]*request, 0, e.opts.MaxBatch)
 	for {
 		select {
@@ -430,13 +452,17 @@ func (e *Engine) loop(ctx context.Context) {
 					break drain
 				}
 			}
-			e.process(ctx, batch)
+			if p := e.prepare(ctx, batch); p != nil {
+				pending <- p
+			}
 		case <-ctx.Done():
 			// Answer whatever is still queued so no caller waits forever.
 			for {
 				select {
 				case r := <-e.requests:
-					e.process(context.Background(), []*request{r})
+					if p := e.prepare(context.Background(), []*request{r}); p != nil {
+						pending <- p
+					}
 				default:
 					return
 				}
@@ -445,10 +471,25 @@ func (e *Engine) loop(ctx context.Context) {
 	}
 }
 
-// process decodes, resolves, applies and appends a batch in arrival
-// order and answers each request. Resolution may wait on the network: it
-// runs before the lock, bounded by ResolveTimeout.
+// prepared is a batch decoded, resolved and applied, waiting to be
+// appended.
+type prepared struct {
+	entries []Entry
+	owners  []*request
+	epoch   uint64
+}
+
+// process prepares and commits a batch in the caller's goroutine.
 func (e *Engine) process(ctx context.Context, batch []*request) {
+	if p := e.prepare(ctx, batch); p != nil {
+		e.commit(ctx, p)
+	}
+}
+
+// prepare decodes, resolves and applies a batch in arrival order; requests
+// that fail there are answered at once. Resolution may wait on the
+// network: it runs before the lock, bounded by ResolveTimeout.
+func (e *Engine) prepare(ctx context.Context, batch []*request) *prepared {
 	evs := make([]*Event, len(batch))
 	for i, r := range batch {
 		evs[i] = e.decode(ctx, r)
@@ -457,9 +498,7 @@ func (e *Engine) process(ctx context.Context, batch []*request) {
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
-
-	entries := make([]Entry, 0, len(batch))
-	owners := make([]*request, 0, len(batch))
+	p := &prepared{epoch: e.epoch}
 	for i, r := range batch {
 		ev := evs[i]
 		if ev == nil {
@@ -470,27 +509,53 @@ func (e *Engine) process(ctx context.Context, batch []*request) {
 			r.done <- result{err: err}
 			continue
 		}
-		entries = append(entries, Entry{Event: ev, Changes: changes})
-		owners = append(owners, r)
+		p.entries = append(p.entries, Entry{Event: ev, Changes: changes})
+		p.owners = append(p.owners, r)
 	}
-	if len(entries) == 0 {
+	if len(p.entries) == 0 {
+		return nil
+	}
+	return p
+}
+
+// commit appends a prepared batch in one transaction and answers each
+// request.
+func (e *Engine) commit(ctx context.Context, p *prepared) {
+	e.commitMu.Lock()
+	defer e.commitMu.Unlock()
+	e.mu.Lock()
+	stale := p.epoch != e.epoch
+	e.mu.Unlock()
+	if stale {
+		for _, r := range p.owners {
+			r.done <- result{err: errors.New("bonnie: applied on top of a batch that was not stored; retry")}
+		}
 		return
 	}
-	res, err := e.store.AppendBatch(ctx, entries)
+	res, err := e.store.AppendBatch(ctx, p.entries)
 	if err != nil {
-		// Nothing of the batch is stored: what was applied to the cache
-		// is not the log's state any more.
+		// Nothing of the batch is stored: what was applied to the cache,
+		// by it and by any batch prepared after it, is not the log's state.
+		e.mu.Lock()
 		e.ingester.Reset()
+		e.epoch++
+		e.mu.Unlock()
 		e.metrics.appendErrors.Inc()
-		e.log.Error("append failed", "events", len(entries), "err", err)
-		for _, r := range owners {
+		e.log.Error("append failed", "events", len(p.entries), "err", err)
+		for _, r := range p.owners {
 			r.done <- result{err: fmt.Errorf("bonnie: append: %w", err)}
 		}
 		return
 	}
-	for i, r := range owners {
+	for i, r := range p.owners {
 		if res[i].Dup {
-			e.ingester.Forget(entries[i].Changes)
+			if len(p.entries[i].Changes) > 0 {
+				// The redelivery was applied to the cache as if new.
+				e.mu.Lock()
+				e.ingester.Forget(p.entries[i].Changes)
+				e.epoch++
+				e.mu.Unlock()
+			}
 			e.metrics.duplicates.Inc()
 		} else {
 			e.metrics.appended.Inc()
