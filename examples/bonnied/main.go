@@ -197,7 +197,22 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if base.QueueSize == 0 && base.Activated != nil {
 		base.QueueSize = 64
 	}
+	// Everything that can fail is set up before the sockets exist: once
+	// Cyrus can write to them, what is read must reach the log or the
+	// dead letters.
+	if c.metrics != "" {
+		srv, err := serveMetrics(c.metrics, metrics, lg)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+	}
 	var sources []bonnie.Source
+	closeSources := func() {
+		for _, s := range sources {
+			s.Subscriber.Close() // gives up what it read: dead letters
+		}
+	}
 	if c.socket != "" {
 		o := base
 		o.Path, o.Source = c.socket, "cyrus-datagram:"+c.socket
@@ -214,9 +229,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		o.OnGiveUp, o.OnReject = hook(o.Source, "given up: "), hook(o.Source, bonnie.ReasonRejected)
 		sub, err := cyrus.NewDListSubscriber(o)
 		if err != nil {
-			for _, s := range sources {
-				s.Subscriber.Close()
-			}
+			closeSources()
 			return fmt.Errorf("dlist socket: %w", err)
 		}
 		sources = append(sources, bonnie.Source{Name: o.Source, Subscriber: sub})
@@ -236,16 +249,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		},
 	})
 	if err != nil {
+		closeSources()
 		return err
 	}
 	engine.Store(eng)
-	if c.metrics != "" {
-		srv, err := serveMetrics(c.metrics, metrics, lg)
-		if err != nil {
-			return err
-		}
-		defer srv.Close()
-	}
 	lg.Info("bonnied started", "data", c.data, "datagram", c.socket, "dlist", c.dlist,
 		"socket_activation", base.Activated != nil, "sync", c.sync)
 	start := time.Now()
