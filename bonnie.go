@@ -312,7 +312,7 @@ func (e *Engine) recordLifecycle(ctx context.Context, t EventType, extra map[str
 	if err != nil {
 		return fmt.Errorf("bonnie: encode %s: %w", t, err)
 	}
-	if _, _, err := e.Ingest(ctx, raw, e.opts.Lifecycle); err != nil {
+	if _, _, err := e.submit(ctx, &request{ctx: ctx, raw: raw, source: e.opts.Lifecycle, internal: true, done: make(chan result, 1)}); err != nil {
 		return fmt.Errorf("bonnie: record %s: %w", t, err)
 	}
 	return nil
@@ -574,8 +574,9 @@ func (e *Engine) commit(ctx context.Context, p *prepared) {
 // request (keeping the input as a dead letter) and returns nil.
 func (e *Engine) decode(ctx context.Context, r *request) *Event {
 	ev, err := r.decoded()
-	if err == nil && ev.Type == IdentityResolved && !r.internal {
-		// Only the engine's own resolution pass may attribute identities.
+	if err == nil && !r.internal && Mask(IdentityResolved, DaemonStart, DaemonStop).Has(ev.Type) {
+		// Only the engine itself may attribute identities or say when it
+		// was down: from a source, such an event would be false evidence.
 		err = fmt.Errorf("%w: %s is Bonnie's own event and is not accepted from a source", ErrUnknownEvent, ev.Type)
 	}
 	if err != nil && r.retry != nil {
@@ -605,9 +606,26 @@ func (e *Engine) runSink(ctx context.Context, s Sink) {
 		lg.Info("new sink: replaying the whole log")
 	}
 	const page = 1000
+	// A store that can filter by type never loads nor decodes the records
+	// this sink does not want; the cursor still moves past them.
+	fr, _ := e.store.(FilteredReader)
 	for ctx.Err() == nil {
 		wait := e.head.wait()
-		recs, err := e.store.Read(ctx, pos, page)
+		var (
+			recs    []Record
+			last    = pos
+			scanned int
+			err     error
+		)
+		if fr != nil {
+			recs, last, err = fr.ReadMatching(ctx, pos, page, mask)
+		} else {
+			recs, err = e.store.Read(ctx, pos, page)
+			scanned = len(recs)
+			if len(recs) > 0 {
+				last = recs[len(recs)-1].Position
+			}
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				lg.Error("read log", "err", err)
@@ -624,13 +642,23 @@ func (e *Engine) runSink(ctx context.Context, s Sink) {
 			}
 			pos = rec.Position
 		}
-		if len(recs) > 0 {
+		caughtUp := last == pos && len(recs) == 0 // nothing scanned
+		if last > pos {
+			pos = last
+		}
+		if fr == nil {
+			caughtUp = scanned < page
+		}
+		if last > 0 && (len(recs) > 0 || !caughtUp) {
 			e.saveCursor(name, pos, lg)
 			if head, err := e.store.Head(ctx); err == nil {
 				e.metrics.sinkLag.WithLabelValues(name).Set(float64(head - pos))
+				if pos >= head {
+					caughtUp = true
+				}
 			}
 		}
-		if len(recs) < page {
+		if caughtUp {
 			select {
 			case <-wait:
 			case <-ctx.Done():

@@ -585,3 +585,19 @@ func TestFailedAppendsLoseNothingAndDuplicateNothing(t *testing.T) {
 }
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// TestOwnEventsRefusedFromSources: a source cannot forge the daemon's
+// start or stop (which say when the log may be incomplete).
+func TestOwnEventsRefusedFromSources(t *testing.T) {
+	lg := openStore(t)
+	eng, _ := bonnie.New(bonnie.Options{Store: lg, Logger: quietLog()})
+	for _, name := range []string{"vnd.bonnie.DaemonStart", "vnd.bonnie.DaemonStop", "vnd.bonnie.IdentityResolved"} {
+		raw := []byte(`{"event":"` + name + `","timestamp":"2026-11-28T21:00:00.000Z","service":"bonnied","vnd.bonnie.cleanStop":true}`)
+		if _, _, err := eng.Ingest(context.Background(), raw, "cyrus"); !errors.Is(err, bonnie.ErrDeadLettered) {
+			t.Errorf("%s from a source: %v, want a dead letter", name, err)
+		}
+	}
+	if head, _ := lg.Head(context.Background()); head != 0 {
+		t.Fatalf("forged events reached the log: head %d", head)
+	}
+}
