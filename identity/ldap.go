@@ -371,7 +371,9 @@ func anyOf(attrs, values []string) string {
 }
 
 func (l *LDAP) userAttrs() []string {
-	return slices.Concat([]string{l.opts.IDAttr}, l.opts.LoginAttrs, l.opts.AddressAttrs, l.opts.DisplayNameAttrs, l.opts.UserRoleAttrs)
+	// uid is what an RFC 2307 posixGroup's memberUid names, whichever
+	// attributes are logins here.
+	return slices.Concat([]string{l.opts.IDAttr, "uid"}, l.opts.LoginAttrs, l.opts.AddressAttrs, l.opts.DisplayNameAttrs, l.opts.UserRoleAttrs)
 }
 
 // user resolves a login.
@@ -426,7 +428,10 @@ func (l *LDAP) userIdentity(c *ldap.Conn, e *ldap.Entry) (bonnie.Identity, error
 		}
 	}
 	id.DisplayName = first(e, l.opts.DisplayNameAttrs)
-	groups, err := l.groupsOf(c, e.DN, e.GetEqualFoldAttributeValues(l.opts.LoginAttrs[0]))
+	// memberUid holds the RFC 2307 uid; the first login attribute too, for
+	// directories that put logins there.
+	memberUIDs := slices.Concat(e.GetEqualFoldAttributeValues("uid"), e.GetEqualFoldAttributeValues(l.opts.LoginAttrs[0]))
+	groups, err := l.groupsOf(c, e.DN, slices.Compact(memberUIDs))
 	if err != nil {
 		return bonnie.Identity{}, err
 	}

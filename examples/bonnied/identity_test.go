@@ -419,10 +419,8 @@ func TestIdentityLDAPFlags(t *testing.T) {
 		r.d.stop(t)
 		w := alice
 		w.login = "alice@example.org" // the first mail value is the canonical login
-		// Only the groupOfNames: posixGroup memberUid values are matched
-		// against the first login attribute (mail here), not uid, so
-		// finance-posix (memberUid alice) is not found.
-		w.groups = w.groups[:1]
+		// Both groups: a posixGroup's memberUid names the RFC 2307 uid,
+		// whatever the login attributes are.
 		checkResolved(t, login, appendRec, w)
 		if a := login.Event.Identities.Actor; a != nil && !slices.Contains(a.Aliases, "alice.smith@example.org") {
 			t.Errorf("aliases %v, want alice.smith@example.org among them", a.Aliases)
