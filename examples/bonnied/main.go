@@ -36,7 +36,6 @@ import (
 	"github.com/bonnie-archive/bonnie/identity"
 	"github.com/bonnie-archive/bonnie/internal/datadir"
 	"github.com/bonnie-archive/bonnie/source/cyrus"
-	"github.com/bonnie-archive/bonnie/store/sqlite"
 )
 
 func main() {
@@ -68,6 +67,7 @@ type config struct {
 	resolveEvery   time.Duration
 
 	sinks sinkConfig // the sinks and body fetching (sinks.go)
+	amqp  amqpConfig // relayed notifications and PostgreSQL (amqp.go)
 }
 
 // list is a repeatable, comma-separated flag.
@@ -103,14 +103,15 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.resolveTimeout, "resolve-timeout", 2*time.Second, "longest wait for the directory per batch of events; past it they are stored with identities unresolved")
 	fs.DurationVar(&c.resolveEvery, "resolve-every", time.Minute, "how often to look for unresolved identities and resolve them after the fact (0: never)")
 	c.sinks.register(fs)
+	c.amqp.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
-	if c.socket == "" && c.dlist == "" {
-		return nil, errors.New("give --cyrus-socket PATH or --cyrus-dlist PATH (or both)")
+	if c.socket == "" && c.dlist == "" && len(c.amqp.urls) == 0 {
+		return nil, errors.New("give --cyrus-socket PATH, --cyrus-dlist PATH or --amqp URL (or several)")
 	}
 	if c.sync != "full" && c.sync != "normal" {
 		return nil, fmt.Errorf("--sync must be full or normal, not %q", c.sync)
@@ -140,13 +141,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer unlock()
-	syncMode := sqlite.SyncFull
-	if c.sync == "normal" {
-		syncMode = sqlite.SyncNormal
-	}
-	store, err := sqlite.Open(ctx, datadir.LogPath(c.data), sqlite.WithSync(syncMode))
+	store, err := openLog(ctx, c, lg)
 	if err != nil {
-		return fmt.Errorf("open log: %w", err)
+		return err
 	}
 	defer store.Close()
 	resolver, closeResolver, err := openResolver(ctx, c, lg)
@@ -235,6 +232,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		sources = append(sources, bonnie.Source{Name: o.Source, Subscriber: sub})
 	}
 
+	relayed, err := amqpSources(c)
+	if err != nil {
+		closeSources()
+		return err
+	}
+	sources = append(sources, relayed...)
+
 	eng, err := bonnie.New(bonnie.Options{
 		Store: store, Sources: sources, Logger: lg, Metrics: metrics,
 		Resolver: resolver, ResolveTimeout: c.resolveTimeout, ResolveEvery: c.resolveEvery,
@@ -244,6 +248,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			"vnd.bonnie.socketActivated": base.Activated != nil,
 			"vnd.bonnie.datagramSocket":  c.socket,
 			"vnd.bonnie.dlistSocket":     c.dlist,
+			"vnd.bonnie.amqpSources":     len(relayed),
 			"vnd.bonnie.sinks":           sk.details["vnd.bonnie.sinks"],
 			"vnd.bonnie.bodySources":     sk.details["vnd.bonnie.bodySources"],
 		},

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	_ "github.com/mattn/go-sqlite3"
+)
+
+// errSpoolFull is why a notification was not taken: the spool holds
+// --spool-max-count notifications or --spool-max-bytes bytes already.
+var errSpoolFull = errors.New("spool full")
+
+// spool is the relay's durable outbox: a SQLite table in WAL mode with
+// synchronous=FULL, so that a row whose insert returned survives a crash
+// of the process or of the machine. Rows leave it, in seq order, only
+// once the broker confirmed them.
+type spool struct {
+	db                 *sql.DB
+	maxCount, maxBytes int64
+
+	mu           sync.Mutex
+	count, bytes int64
+	added        chan struct{} // signalled after an insert
+}
+
+// row is one spooled notification.
+type row struct {
+	seq  int64
+	uuid string
+	raw  []byte
+	meta message.Metadata
+}
+
+func openSpool(ctx context.Context, path string, maxCount, maxBytes int64) (*spool, error) {
+	db, err := sql.Open("sqlite3", "file:"+path+"?_journal_mode=WAL&_synchronous=FULL&_busy_timeout=10000&_txlock=immediate")
+	if err != nil {
+		return nil, err
+	}
+	// One connection: the writer and the publisher take turns, and
+	// nothing else opens the file in this process.
+	db.SetMaxOpenConns(1)
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS spool (
+	seq      INTEGER PRIMARY KEY,
+	uuid     TEXT NOT NULL,
+	raw      BLOB NOT NULL,
+	meta     TEXT NOT NULL,
+	received TEXT NOT NULL
+)`); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("spool %s: %w", path, err)
+	}
+	var mode string
+	if err := db.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&mode); err != nil || mode != "2" {
+		db.Close()
+		return nil, fmt.Errorf("spool %s: synchronous is %q, want 2 (FULL): %v", path, mode, err)
+	}
+	s := &spool{db: db, maxCount: maxCount, maxBytes: maxBytes, added: make(chan struct{}, 1)}
+	if err := db.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(length(raw)), 0) FROM spool`).Scan(&s.count, &s.bytes); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("spool %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func (s *spool) Close() error { return s.db.Close() }
+
+// size returns how many notifications and bytes are spooled.
+func (s *spool) size() (count, bytes int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.count, s.bytes
+}
+
+// put stores the messages that fit, in order, in one transaction, and
+// returns how many it stored (a prefix of msgs): those are durable when it
+// returns; the rest did not fit (errSpoolFull) or err says why none was
+// stored.
+func (s *spool) put(ctx context.Context, msgs []*message.Message) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n, bytes := 0, int64(0)
+	for _, m := range msgs {
+		if s.count+int64(n)+1 > s.maxCount || s.bytes+bytes+int64(len(m.Payload)) > s.maxBytes {
+			break
+		}
+		n++
+		bytes += int64(len(m.Payload))
+	}
+	if n == 0 {
+		return 0, errSpoolFull
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("spool: %w", err)
+	}
+	defer tx.Rollback()
+	st, err := tx.PrepareContext(ctx, `INSERT INTO spool (uuid, raw, meta, received) VALUES (?, ?, ?, ?)`)
+	if err != nil {
+		return 0, fmt.Errorf("spool: %w", err)
+	}
+	defer st.Close()
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	for _, m := range msgs[:n] {
+		meta, err := json.Marshal(m.Metadata)
+		if err != nil {
+			return 0, fmt.Errorf("spool: metadata: %w", err)
+		}
+		if _, err := st.ExecContext(ctx, m.UUID, m.Payload, string(meta), now); err != nil {
+			return 0, fmt.Errorf("spool: insert: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("spool: commit: %w", err)
+	}
+	s.count += int64(n)
+	s.bytes += bytes
+	select {
+	case s.added <- struct{}{}:
+	default:
+	}
+	if n < len(msgs) {
+		return n, errSpoolFull
+	}
+	return n, nil
+}
+
+// next returns up to max of the oldest rows.
+func (s *spool) next(ctx context.Context, max int) ([]row, error) {
+	rs, err := s.db.QueryContext(ctx, `SELECT seq, uuid, raw, meta FROM spool ORDER BY seq LIMIT ?`, max)
+	if err != nil {
+		return nil, fmt.Errorf("spool: read: %w", err)
+	}
+	defer rs.Close()
+	var out []row
+	for rs.Next() {
+		var r row
+		var meta string
+		if err := rs.Scan(&r.seq, &r.uuid, &r.raw, &meta); err != nil {
+			return nil, fmt.Errorf("spool: read: %w", err)
+		}
+		if err := json.Unmarshal([]byte(meta), &r.meta); err != nil {
+			return nil, fmt.Errorf("spool: row %d metadata: %w", r.seq, err)
+		}
+		out = append(out, r)
+	}
+	return out, rs.Err()
+}
+
+// remove deletes rows (confirmed by the broker).
+func (s *spool) remove(ctx context.Context, rows []row) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var bytes int64
+	for _, r := range rows {
+		bytes += int64(len(r.raw))
+	}
+	// Rows are read in seq order and only the publisher deletes.
+	res, err := s.db.ExecContext(ctx, `DELETE FROM spool WHERE seq BETWEEN ? AND ?`, rows[0].seq, rows[len(rows)-1].seq)
+	if err != nil {
+		return fmt.Errorf("spool: delete: %w", err)
+	}
+	if n, err := res.RowsAffected(); err == nil && n != int64(len(rows)) {
+		return fmt.Errorf("spool: deleted %d rows, want %d", n, len(rows))
+	}
+	s.count -= int64(len(rows))
+	s.bytes -= bytes
+	return nil
+}
