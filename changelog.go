@@ -80,6 +80,18 @@ type Log interface {
 	Close() error
 }
 
+// FilteredReader is an optional interface of a Log: a reader that wants
+// only some event types (a sink's EventMask) has the log leave out the
+// others without loading or decoding them. ReadMatching scans up to limit
+// records with positions after from, in order, as Read does, and returns
+// those whose event type is in mask (Events decoded, Changes included);
+// last is the position of the last record scanned (from when there was
+// none), where the reader continues. The engine uses it for sinks when the
+// store has it, and Read otherwise.
+type FilteredReader interface {
+	ReadMatching(ctx context.Context, from Position, limit int, mask EventMask) (recs []Record, last Position, err error)
+}
+
 // ErrChainBroken is wrapped by every ChainError.
 var ErrChainBroken = errors.New("bonnie: log hash chain broken")
 
