@@ -119,6 +119,9 @@ type Engine struct {
 
 	requests chan *request
 	running  atomic.Bool
+	// inflight counts source messages handed to ingest and not yet
+	// acknowledged or refused.
+	inflight atomic.Int64
 	head     notifier
 }
 
@@ -245,6 +248,12 @@ func (e *Engine) Run(ctx context.Context) error {
 		}()
 	}
 	<-ctx.Done()
+	// Let what was handed over be answered before the sources close: a
+	// broker connection closed first would lose the acknowledgements (the
+	// messages would come back as duplicates: harmless, but avoidable).
+	for deadline := time.Now().Add(5 * time.Second); e.inflight.Load() > 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	// Close the sources: each drains what it has read (every message is
 	// acknowledged or refused) and then closes its channel.
 	for _, src := range e.opts.Sources {
@@ -346,8 +355,10 @@ func (e *Engine) consume(ctx context.Context, name string, ch <-chan *message.Me
 		r := &request{ctx: ctx, raw: msg.Payload, source: src, done: make(chan result, 1)}
 		feed(r)
 		acks.Add(1)
+		e.inflight.Add(1)
 		go func() {
 			defer acks.Done()
+			defer e.inflight.Add(-1)
 			res := <-r.done
 			if res.err == nil || errors.Is(res.err, ErrDeadLettered) {
 				msg.Ack() // durable in the log, or as a dead letter
@@ -594,7 +605,9 @@ func (e *Engine) decode(ctx context.Context, r *request) *Event {
 	return ev
 }
 
-// runSink delivers the log to one sink from its cursor on, forever.
+// runSink delivers the log to one sink from its cursor on, forever. The
+// next page is read while the sink handles the current one and its cursor
+// is saved.
 func (e *Engine) runSink(ctx context.Context, s Sink) {
 	name, mask := s.Name(), s.Events()
 	lg := e.log.With("sink", name)
@@ -605,25 +618,66 @@ func (e *Engine) runSink(ctx context.Context, s Sink) {
 	if pos == 0 {
 		lg.Info("new sink: replaying the whole log")
 	}
+	rctx, cancel := context.WithCancel(ctx)
+	pages := make(chan sinkPage, 1)
+	go e.readPages(rctx, pos, mask, lg, pages)
+	defer func() {
+		cancel()
+		for range pages { // wait for the reader to stop
+		}
+	}()
+	for pg := range pages {
+		for _, rec := range pg.recs {
+			if rec.Event != nil && mask.Has(rec.Event.Type) {
+				if !e.deliver(ctx, s, rec, lg) {
+					e.saveCursor(name, pos, lg)
+					return
+				}
+			}
+			pos = rec.Position
+		}
+		pos = max(pos, pg.last)
+		e.saveCursor(name, pos, lg)
+		if pg.head > 0 {
+			e.metrics.sinkLag.WithLabelValues(name).Set(float64(pg.head - min(pos, pg.head)))
+		}
+	}
+}
+
+// sinkPage is one read of the log for a sink: the records it wants, the
+// last position read (past records it does not want), and the head then
+// (0 if unknown).
+type sinkPage struct {
+	recs []Record
+	last Position
+	head Position
+}
+
+// readPages reads the log after from for a sink, a page at a time, and
+// sends every page that moved on; when at the head it waits for the log
+// to grow. It closes out when ctx ends. A store that can filter by type
+// (FilteredReader) never loads nor decodes the records the sink does not
+// want; the pages still move past them.
+func (e *Engine) readPages(ctx context.Context, from Position, mask EventMask, lg *slog.Logger, out chan<- sinkPage) {
+	defer close(out)
 	const page = 1000
-	// A store that can filter by type never loads nor decodes the records
-	// this sink does not want; the cursor still moves past them.
 	fr, _ := e.store.(FilteredReader)
+	pos := from
 	for ctx.Err() == nil {
 		wait := e.head.wait()
 		var (
-			recs    []Record
-			last    = pos
-			scanned int
-			err     error
+			pg       = sinkPage{last: pos}
+			caughtUp bool
+			err      error
 		)
 		if fr != nil {
-			recs, last, err = fr.ReadMatching(ctx, pos, page, mask)
+			pg.recs, pg.last, err = fr.ReadMatching(ctx, pos, page, mask)
+			caughtUp = pg.last <= pos // nothing after pos
 		} else {
-			recs, err = e.store.Read(ctx, pos, page)
-			scanned = len(recs)
-			if len(recs) > 0 {
-				last = recs[len(recs)-1].Position
+			pg.recs, err = e.store.Read(ctx, pos, page)
+			caughtUp = len(pg.recs) < page
+			if len(pg.recs) > 0 {
+				pg.last = pg.recs[len(pg.recs)-1].Position
 			}
 		}
 		if err != nil {
@@ -633,29 +687,16 @@ func (e *Engine) runSink(ctx context.Context, s Sink) {
 			}
 			continue
 		}
-		for _, rec := range recs {
-			if rec.Event != nil && mask.Has(rec.Event.Type) {
-				if !e.deliver(ctx, s, rec, lg) {
-					e.saveCursor(name, pos, lg)
-					return
-				}
-			}
-			pos = rec.Position
-		}
-		caughtUp := last == pos && len(recs) == 0 // nothing scanned
-		if last > pos {
-			pos = last
-		}
-		if fr == nil {
-			caughtUp = scanned < page
-		}
-		if last > 0 && (len(recs) > 0 || !caughtUp) {
-			e.saveCursor(name, pos, lg)
+		if pg.last > pos {
+			pos = pg.last
 			if head, err := e.store.Head(ctx); err == nil {
-				e.metrics.sinkLag.WithLabelValues(name).Set(float64(head - pos))
-				if pos >= head {
-					caughtUp = true
-				}
+				pg.head = head
+				caughtUp = caughtUp || pos >= head
+			}
+			select {
+			case out <- pg:
+			case <-ctx.Done():
+				return
 			}
 		}
 		if caughtUp {

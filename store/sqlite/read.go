@@ -3,10 +3,15 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
+	"strings"
+	"sync"
 	"time"
+	"unsafe"
+
+	"github.com/jmoiron/sqlx"
 
 	"github.com/bonnie-archive/bonnie"
 	"github.com/bonnie-archive/bonnie/internal/logchain"
@@ -18,77 +23,296 @@ import (
 // one snapshot. With SyncFull only durable records are returned: a sink
 // never acts on a record that a power failure could take back.
 func (l *Log) Read(ctx context.Context, from bonnie.Position, limit int) ([]bonnie.Record, error) {
+	recs, _, err := l.read(ctx, from, limit, bonnie.AllEvents)
+	return recs, err
+}
+
+// ReadMatching is Read for a reader that wants only the event types of
+// mask (bonnie.FilteredReader): it scans up to limit records after from
+// but returns only those whose type is in mask, and never loads nor
+// decodes the others (the records table's type column says what each
+// is). last is the position of the last record scanned, from when none
+// was: a reader continues from there.
+func (l *Log) ReadMatching(ctx context.Context, from bonnie.Position, limit int, mask bonnie.EventMask) ([]bonnie.Record, bonnie.Position, error) {
+	return l.read(ctx, from, limit, mask)
+}
+
+func (l *Log) read(ctx context.Context, from bonnie.Position, limit int, mask bonnie.EventMask) ([]bonnie.Record, bonnie.Position, error) {
 	if err := l.check(); err != nil {
-		return nil, err
+		return nil, from, err
 	}
 	if limit <= 0 {
-		return nil, nil
+		return nil, from, nil
+	}
+	// The types wanted, as the type column spells them; nil is all.
+	var wanted map[string]bool
+	var inList string
+	var inArgs []any
+	if mask != bonnie.AllEvents {
+		wanted = make(map[string]bool)
+		for _, t := range mask.Types() {
+			wanted[t.String()] = true
+			inArgs = append(inArgs, t.String())
+		}
+		inList = "(" + strings.TrimSuffix(strings.Repeat("?,", len(inArgs)), ",") + ")"
+		if len(inArgs) == 0 {
+			inList = "(NULL)"
+		}
 	}
 	tx, err := l.rdb.BeginTxx(ctx, nil)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: read: %w", err)
+		return nil, from, fmt.Errorf("sqlite: read: %w", err)
 	}
 	defer tx.Rollback()
 	var head int64 // also starts the snapshot, before bound looks at the writer
 	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(position), 0) FROM records`).Scan(&head); err != nil {
-		return nil, fmt.Errorf("sqlite: read: %w", err)
+		return nil, from, fmt.Errorf("sqlite: read: %w", err)
 	}
 	upto := l.bound(bonnie.Position(head))
-	rows, err := tx.QueryContext(ctx, `SELECT position, id, key, appended, event, prev_hash, hash
-FROM records WHERE position > ? AND position <= ? ORDER BY position LIMIT ?`, int64(from), int64(upto), limit)
+	eventCol := "event"
+	var args []any
+	if wanted != nil {
+		// SQLite evaluates CASE lazily: the event text of a record not
+		// wanted is never read from its pages.
+		eventCol = "CASE WHEN type IN " + inList + " THEN event END"
+		args = append(args, inArgs...)
+	}
+	args = append(args, int64(from), int64(upto), limit)
+
+	// The changes are read at the same time on another connection. That
+	// is the same as reading them in this snapshot: they are committed
+	// with their record and never change, and the query bounds them to
+	// the records this read returns (the first limit after from, up to
+	// upto, of the wanted types).
+	// hi is the position of the last record of the window (the first
+	// limit after from, up to upto); every bound below is on the primary
+	// keys, so the query costs the window, not the rest of the log.
+	chQuery := `WITH hi(p) AS (SELECT COALESCE(MAX(position), 0) FROM
+ (SELECT position FROM records WHERE position > ? AND position <= ? ORDER BY position LIMIT ?))
+SELECT ` + changeCols + ` FROM changes WHERE position > ? AND position <= (SELECT p FROM hi)`
+	chArgs := []any{int64(from), int64(upto), limit, int64(from)}
+	if wanted != nil {
+		chQuery += ` AND position IN
+ (SELECT position FROM records WHERE position > ? AND position <= (SELECT p FROM hi) AND type IN ` + inList + `)`
+		chArgs = append(chArgs, int64(from))
+		chArgs = append(chArgs, inArgs...)
+	}
+	chQuery += ` ORDER BY position, seq`
+	chCtx, chCancel := context.WithCancel(ctx)
+	chDone := make(chan changesResult, 1)
+	go func() {
+		chs, err := queryChanges(chCtx, l.rdb, chQuery, chArgs)
+		chDone <- changesResult{chs, err}
+	}()
+	var chRes *changesResult
+	waitChanges := func() changesResult {
+		if chRes == nil {
+			r := <-chDone
+			chRes = &r
+		}
+		return *chRes
+	}
+	defer func() { chCancel(); waitChanges() }()
+
+	rows, err := tx.QueryContext(ctx, `SELECT position, id, key, appended, type, `+eventCol+`, prev_hash, hash
+FROM records WHERE position > ? AND position <= ? ORDER BY position LIMIT ?`, args...)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: read: %w", err)
+		return nil, from, fmt.Errorf("sqlite: read: %w", err)
 	}
 	defer rows.Close()
+	last := from
 	var recs []bonnie.Record
+	// The events are decoded on every core while this goroutine steps
+	// through the rows and then reads the changes.
+	dec := newDecodePool()
+	defer dec.wait()
 	for rows.Next() {
 		var (
 			r        bonnie.Record
 			appended string
-			js       []byte
+			typ      string
+			js       sql.NullString
 			key      any
 		)
-		if err := rows.Scan(&r.Position, &r.ID, &key, &appended, &js, &r.PrevHash, &r.Hash); err != nil {
-			return nil, fmt.Errorf("sqlite: read: %w", err)
+		if err := rows.Scan(&r.Position, &r.ID, &key, &appended, &typ, &js, &r.PrevHash, &r.Hash); err != nil {
+			return nil, from, fmt.Errorf("sqlite: read: %w", err)
+		}
+		last = r.Position
+		if wanted != nil && !wanted[typ] {
+			continue
+		}
+		if !js.Valid {
+			return nil, from, fmt.Errorf("sqlite: read record %d: no event", r.Position)
 		}
 		if r.Key, err = loadKey(key); err != nil {
-			return nil, err
+			return nil, from, err
 		}
 		if r.Appended, err = logchain.ParseTime(appended); err != nil {
-			return nil, fmt.Errorf("sqlite: read record %d: %w", r.Position, err)
+			return nil, from, fmt.Errorf("sqlite: read record %d: %w", r.Position, err)
 		}
 		r.Event = new(bonnie.Event)
-		if err := json.Unmarshal(js, r.Event); err != nil {
-			return nil, fmt.Errorf("sqlite: read record %d: decode event: %w", r.Position, err)
-		}
+		dec.add(r.Position, js.String, r.Event)
 		recs = append(recs, r)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlite: read: %w", err)
+		return nil, from, fmt.Errorf("sqlite: read: %w", err)
 	}
+	rows.Close()
+	tx.Rollback() // done with the snapshot: free the connection
 	if len(recs) == 0 {
-		return nil, nil
+		return nil, last, nil
 	}
-	var chs []changeRow
-	if err := tx.SelectContext(ctx, &chs, `SELECT `+changeCols+` FROM changes
-WHERE position > ? AND position <= ? ORDER BY position, seq`, int64(from), int64(recs[len(recs)-1].Position)); err != nil {
+	ch := waitChanges()
+	err = ch.err
+	if err == nil {
+		err = attachChanges(recs, ch.changes)
+	}
+	if derr := dec.wait(); err == nil {
+		err = derr
+	}
+	if err != nil {
+		return nil, from, err
+	}
+	return recs, last, nil
+}
+
+type changesResult struct {
+	changes []bonnie.Change
+	err     error
+}
+
+// queryChanges reads changes with query, in position order, Cause set to
+// their record's position, with a plain Scan (sqlx's reflection cost more
+// than the rest).
+func queryChanges(ctx context.Context, db *sqlx.DB, query string, args []any) ([]bonnie.Change, error) {
+	rows, err := db.QueryContext(ctx, query, args...)
+	if err != nil {
 		return nil, fmt.Errorf("sqlite: read changes: %w", err)
 	}
+	defer rows.Close()
+	var (
+		out   []bonnie.Change
+		c     changeRow
+		ptime string // the changes of one event share its time: parse it once
+		t     time.Time
+	)
+	for rows.Next() {
+		if err := rows.Scan(&c.Position, &c.Seq, &c.Entity, &c.ID, &c.Field, &c.From, &c.To, &c.Actor, &c.Time); err != nil {
+			return nil, fmt.Errorf("sqlite: read changes: %w", err)
+		}
+		if c.Time != ptime || t.IsZero() {
+			if t, err = logchain.ParseTime(c.Time); err != nil {
+				return nil, fmt.Errorf("sqlite: change %d/%d: %w", c.Position, c.Seq, err)
+			}
+			ptime = c.Time
+		}
+		out = append(out, bonnie.Change{
+			Entity: bonnie.EntityKind(c.Entity), ID: c.ID, Field: c.Field, From: c.From, To: c.To,
+			Actor: c.Actor, Time: t, Cause: bonnie.Position(c.Position),
+		})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: read changes: %w", err)
+	}
+	return out, nil
+}
+
+// attachChanges hands each record (recs in position order) its changes
+// (in position order); every change must have its record.
+func attachChanges(recs []bonnie.Record, chs []bonnie.Change) error {
 	i := 0
-	for _, c := range chs {
-		for i < len(recs) && recs[i].Position < bonnie.Position(c.Position) {
+	for k, c := range chs {
+		for i < len(recs) && recs[i].Position < c.Cause {
 			i++
 		}
-		if i == len(recs) || recs[i].Position != bonnie.Position(c.Position) {
-			return nil, fmt.Errorf("sqlite: read: change for position %d without a record", c.Position)
+		if i == len(recs) || recs[i].Position != c.Cause {
+			return fmt.Errorf("sqlite: read: change for position %d without a record", c.Cause)
 		}
-		ch, err := c.change()
-		if err != nil {
-			return nil, err
+		// Full slice expression: a sink appending to one record's changes
+		// must not overwrite the next record's.
+		j := k
+		for j < len(chs) && chs[j].Cause == c.Cause {
+			j++
 		}
-		recs[i].Changes = append(recs[i].Changes, ch)
+		if recs[i].Changes == nil {
+			recs[i].Changes = chs[k:j:j]
+		}
 	}
-	return recs, nil
+	return nil
+}
+
+// decodePool decodes stored events on GOMAXPROCS goroutines, started on
+// the first add, handing them batches of decodeBatch events (one wake-up
+// per batch, not per event).
+type decodePool struct {
+	jobs    chan []decodeJob
+	batch   []decodeJob
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	errPos  bonnie.Position
+	err     error
+	started bool
+	done    bool
+}
+
+const decodeBatch = 16
+
+type decodeJob struct {
+	pos bonnie.Position
+	js  string
+	ev  *bonnie.Event
+}
+
+func newDecodePool() *decodePool { return &decodePool{} }
+
+func (p *decodePool) add(pos bonnie.Position, js string, ev *bonnie.Event) {
+	if !p.started {
+		p.started = true
+		p.jobs = make(chan []decodeJob, 64)
+		for range runtime.GOMAXPROCS(0) {
+			p.wg.Go(p.work)
+		}
+	}
+	if p.batch == nil {
+		p.batch = make([]decodeJob, 0, decodeBatch)
+	}
+	p.batch = append(p.batch, decodeJob{pos, js, ev})
+	if len(p.batch) == decodeBatch {
+		p.jobs <- p.batch
+		p.batch = nil
+	}
+}
+
+func (p *decodePool) work() {
+	for batch := range p.jobs {
+		for _, j := range batch {
+			// The decoder only reads its input: a view of the string
+			// saves copying the stored text once more.
+			if err := decodeEvent(unsafe.Slice(unsafe.StringData(j.js), len(j.js)), j.ev); err != nil {
+				p.mu.Lock()
+				if p.err == nil || j.pos < p.errPos {
+					p.err = fmt.Errorf("sqlite: read record %d: decode event: %w", j.pos, err)
+					p.errPos = j.pos
+				}
+				p.mu.Unlock()
+			}
+		}
+	}
+}
+
+// wait waits for every event added to be decoded and returns the error
+// of the first (in log order) that could not be; it may be called again.
+func (p *decodePool) wait() error {
+	if p.started && !p.done {
+		p.done = true
+		if len(p.batch) > 0 {
+			p.jobs <- p.batch
+			p.batch = nil
+		}
+		close(p.jobs)
+		p.wg.Wait()
+	}
+	return p.err
 }
 
 const changeCols = `position, seq, entity, id, field, from_value, to_value, actor, time`

@@ -45,6 +45,7 @@ func Run(t *testing.T, open func(t *testing.T) bonnie.Log) {
 		{"Verify", testVerify},
 		{"ReadPaging", testPaging},
 		{"RoundTrip", testRoundTrip},
+		{"ReadMatching", testReadMatching},
 		{"DeadLetters", testDeadLetters},
 		{"Cursors", testCursors},
 		{"Find", testFind},
@@ -577,6 +578,81 @@ func testPaging(t *testing.T, l bonnie.Log) {
 		if err != nil || len(recs) != c.want {
 			t.Errorf("Read(%d, %d) = %d records, %v; want %d", c.from, c.limit, len(recs), err, c.want)
 		}
+	}
+}
+
+// testReadMatching checks a log that implements bonnie.FilteredReader
+// (skipped otherwise): paging with ReadMatching gives exactly the records
+// of Read whose type is in the mask, with the same events and changes, and
+// last always moves to the last record scanned.
+func testReadMatching(t *testing.T, l bonnie.Log) {
+	fr, ok := l.(bonnie.FilteredReader)
+	if !ok {
+		t.Skip("the log does not implement bonnie.FilteredReader")
+	}
+	evs := Captures()
+	const n = 61
+	for i := range n {
+		ev := Variant(evs[i%len(evs)], i)
+		mustAppend(t, l, ev, changesFor(ev, i))
+	}
+	all := readAll(t, l)
+	if len(all) != n {
+		t.Fatalf("read %d records, want %d", len(all), n)
+	}
+	masks := []bonnie.EventMask{
+		bonnie.AllEvents, 0,
+		bonnie.Mask(all[0].Event.Type),
+		bonnie.Mask(bonnie.MessageNew, bonnie.MessageAppend, bonnie.FlagsSet),
+		bonnie.Mask(bonnie.Cancelled),
+	}
+	for _, mask := range masks {
+		var want []bonnie.Record
+		for _, r := range all {
+			if mask.Has(r.Event.Type) {
+				want = append(want, r)
+			}
+		}
+		for _, page := range []int{1, 7, 1000} {
+			var got []bonnie.Record
+			var from bonnie.Position
+			for {
+				recs, last, err := fr.ReadMatching(ctxT(t), from, page, mask)
+				if err != nil {
+					t.Fatalf("ReadMatching(%d, %d, %s): %v", from, page, mask, err)
+				}
+				if last < from || last > from+bonnie.Position(page) && page < n {
+					t.Fatalf("ReadMatching(%d, %d, %s): last %d", from, page, mask, last)
+				}
+				for _, r := range recs {
+					if r.Position <= from || r.Position > last {
+						t.Fatalf("ReadMatching(%d, %d, %s): record %d outside (from, last=%d]", from, page, mask, r.Position, last)
+					}
+				}
+				got = append(got, recs...)
+				if last == from {
+					break
+				}
+				from = last
+			}
+			if from != bonnie.Position(n) {
+				t.Fatalf("mask %s page %d: stopped at %d, want %d", mask, page, from, n)
+			}
+			if len(got) != len(want) {
+				t.Fatalf("mask %s page %d: %d records, want %d", mask, page, len(got), len(want))
+			}
+			for i := range got {
+				g, w := got[i], want[i]
+				a, _ := json.Marshal(g)
+				b, _ := json.Marshal(w)
+				if !bytes.Equal(a, b) || g.Event.Key() != w.Event.Key() || len(g.Changes) == 0 {
+					t.Fatalf("mask %s page %d: record %d differs from Read's:\n got %s\nwant %s", mask, page, g.Position, a, b)
+				}
+			}
+		}
+	}
+	if recs, last, err := fr.ReadMatching(ctxT(t), 5, 0, bonnie.AllEvents); err != nil || len(recs) != 0 || last != 5 {
+		t.Errorf("ReadMatching with limit 0 = %d records, last %d, %v", len(recs), last, err)
 	}
 }
 
