@@ -1,5 +1,8 @@
 // Command bonnie queries and checks a Bonnie log: decode a notification,
-// list events, verify the hash chain, handle dead letters.
+// list events, verify the hash chain, handle dead letters, resolve and look
+// up identities, get, verify, export and restore archived mail, migrate a
+// log to PostgreSQL. Every command reads --data DIR (default ./bonnie-data)
+// or, with --postgres DSN, a PostgreSQL log.
 //
 //	bonnie [--data DIR] decode < notification
 //	bonnie [--data DIR] events [--since N] [--json]
@@ -10,6 +13,11 @@
 //	bonnie [--data DIR] archive get <Message-ID|sha256> [-o FILE]
 //	bonnie [--data DIR] archive verify [--json] [--rebuild]
 //	bonnie [--data DIR] export --custodian X --from T1 --to T2 [--folder F] --format mbox|eml-zip [-o FILE]
+//	bonnie [--data DIR] restore (--mailbox NAME | --message MSGID) [--at TIME] [--exact] --to maildir:DIR|mbox:FILE
+//	bonnie [--data DIR] whois <login> [--at TIME]
+//	bonnie [--data DIR] history user <login-or-id> [--json]
+//	bonnie [--data DIR] resolve
+//	bonnie [--data DIR] migrate --to-postgres DSN
 //
 // Exit status: 0 on success, 1 on any failure (bad input, a broken chain),
 // with the reason on standard error.
@@ -79,7 +87,7 @@ func newRoot() *cobra.Command {
 		newNotifyExternalCmd(g),
 		newWhoisCmd(g), newHistoryCmd(g), newResolveCmd(g),
 		newMigrateCmd(g),
-		newArchiveCmd(g), newExportCmd(g),
+		newArchiveCmd(g), newExportCmd(g), newRestoreCmd(g),
 	)
 	return root
 }

@@ -1,0 +1,222 @@
+// Package backup restores what IMAP folders held at a past moment, from
+// the log (which messages, with which flags) and the body store (their
+// exact bytes), into a Maildir++ tree or an mbox file.
+//
+// Plan computes the restore as a list of Items and touches no files, so
+// that another writer (an IMAP APPEND restore) can reuse it; WriteMaildir
+// and WriteMbox write a plan out.
+//
+// What a folder held at a time T is read from the log alone:
+//
+//   - the folders are those whose "path" field, folded up to T, is the
+//     mailbox asked for (or under it, with Recursive): a folder renamed or
+//     deleted after T is found by the name it had then;
+//   - its messages are the Message entities whose "folder" field is the
+//     folder's uniqueid and whose "state" folded up to T is "present";
+//   - their flags are the flag:* fields folded up to T: the owner's view
+//     (\Seen of other users of a shared folder, kept as seen:<user>, is
+//     not restored).
+//
+// Cost: Plan uses the log's Find and StateAt only (no schema change). It
+// lists every folder ever known (two scans of the current state table,
+// Find on "state"), folds each one's changes up to T (one StateAt each),
+// then for each matching folder finds its messages by the indexed "folder"
+// field and folds each message (one StateAt each). So a restore costs
+// O(folders + messages ever placed in the restored folders) queries; a
+// MessageID query costs one indexed Find plus one StateAt per copy.
+package backup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/bonnie-archive/bonnie"
+)
+
+// Query says what to restore.
+type Query struct {
+	// Mailbox is a folder name in Cyrus's admin namespace
+	// ("user.alice.Work"), as it was named at At.
+	Mailbox string
+	// At is the moment to restore; zero means now.
+	At time.Time
+	// Recursive also restores the folders under Mailbox
+	// ("user.alice" -> "user.alice.Work", "user.alice.Work.2026"...).
+	Recursive bool
+	// MessageID restricts the restore to the messages with this
+	// Message-ID ("<...>"); with an empty Mailbox, wherever they were.
+	MessageID string
+}
+
+// Separator is the hierarchy separator of folder names in the log.
+const Separator = "."
+
+// Item is one message to restore: where it was at the time asked for and
+// what it was.
+type Item struct {
+	// Folder is the folder's uniqueid, Path its name at the time asked for.
+	Folder string
+	Path   string
+	// Message is the Message entity's id (bonnie.MessageKey).
+	Message      string
+	UID          uint32
+	MessageID    string
+	Digest       string // SHA-256 hex of the body; "" when never fetched
+	Size         int64
+	InternalDate time.Time
+	// Flags are the owner's flags at the time asked for, sorted.
+	Flags []string
+	// Missing says why the body cannot be had from the log ("" when it has
+	// a digest; the writers add why the store cannot give it).
+	Missing string
+}
+
+// Plan lists the messages that Query names as they were at q.At, sorted by
+// folder path then UID.
+func Plan(ctx context.Context, src bonnie.StateSource, q Query) ([]Item, error) {
+	if q.Mailbox == "" && q.MessageID == "" {
+		return nil, errors.New("backup: plan: a mailbox or a Message-ID is needed")
+	}
+	var items []Item
+	if q.Mailbox == "" {
+		ids, err := src.Find(ctx, bonnie.KindMessage, "messageId", q.MessageID)
+		if err != nil {
+			return nil, fmt.Errorf("backup: plan: %w", err)
+		}
+		paths := map[string]string{} // folder id -> path at At
+		for _, id := range ids {
+			it, ok, err := message(ctx, src, id, q.At)
+			if err != nil {
+				return nil, err
+			}
+			if !ok || it.MessageID != q.MessageID {
+				continue
+			}
+			p, seen := paths[it.Folder]
+			if !seen {
+				st, err := src.StateAt(ctx, bonnie.KindFolder, it.Folder, q.At)
+				if err != nil {
+					return nil, fmt.Errorf("backup: plan: folder %s: %w", it.Folder, err)
+				}
+				p = st["path"]
+				paths[it.Folder] = p
+			}
+			it.Path = p
+			items = append(items, it)
+		}
+	} else {
+		folders, err := Folders(ctx, src, q.Mailbox, q.Recursive, q.At)
+		if err != nil {
+			return nil, err
+		}
+		for _, f := range folders {
+			ids, err := src.Find(ctx, bonnie.KindMessage, "folder", f.ID)
+			if err != nil {
+				return nil, fmt.Errorf("backup: plan: messages of %s: %w", f.Path, err)
+			}
+			for _, id := range ids {
+				it, ok, err := message(ctx, src, id, q.At)
+				if err != nil {
+					return nil, err
+				}
+				if !ok || it.Folder != f.ID || (q.MessageID != "" && it.MessageID != q.MessageID) {
+					continue
+				}
+				it.Path = f.Path
+				items = append(items, it)
+			}
+		}
+	}
+	slices.SortFunc(items, func(a, b Item) int {
+		if c := strings.Compare(a.Path, b.Path); c != 0 {
+			return c
+		}
+		if a.UID != b.UID {
+			if a.UID < b.UID {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.Message, b.Message)
+	})
+	return items, nil
+}
+
+// Folder is a folder as it was at some time.
+type Folder struct {
+	ID   string // uniqueid
+	Path string // name at that time
+}
+
+// Folders returns the folders named mailbox at time at (and those under
+// it with recursive), sorted by path. Cost: one Find per possible state and
+// one StateAt per folder ever known.
+func Folders(ctx context.Context, src bonnie.StateSource, mailbox string, recursive bool, at time.Time) ([]Folder, error) {
+	var ids []string
+	for _, st := range []string{bonnie.StatePresent, bonnie.StateDeleted} {
+		l, err := src.Find(ctx, bonnie.KindFolder, "state", st)
+		if err != nil {
+			return nil, fmt.Errorf("backup: folders: %w", err)
+		}
+		ids = append(ids, l...)
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	var out []Folder
+	for _, id := range ids {
+		st, err := src.StateAt(ctx, bonnie.KindFolder, id, at)
+		if err != nil {
+			return nil, fmt.Errorf("backup: folder %s: %w", id, err)
+		}
+		p := st["path"]
+		if st["state"] != bonnie.StatePresent || p == "" {
+			continue
+		}
+		if p == mailbox || (recursive && strings.HasPrefix(p, mailbox+Separator)) {
+			out = append(out, Folder{ID: id, Path: p})
+		}
+	}
+	slices.SortFunc(out, func(a, b Folder) int { return strings.Compare(a.Path, b.Path) })
+	return out, nil
+}
+
+// message folds message id up to at; ok is false unless it was present.
+func message(ctx context.Context, src bonnie.StateSource, id string, at time.Time) (Item, bool, error) {
+	st, err := src.StateAt(ctx, bonnie.KindMessage, id, at)
+	if err != nil {
+		return Item{}, false, fmt.Errorf("backup: message %s: %w", id, err)
+	}
+	if st["state"] != bonnie.StatePresent {
+		return Item{}, false, nil
+	}
+	it := Item{
+		Folder:    st["folder"],
+		Message:   id,
+		MessageID: st["messageId"],
+		Digest:    st["digest"],
+	}
+	if v, err := strconv.ParseUint(st["uid"], 10, 32); err == nil {
+		it.UID = uint32(v)
+	}
+	if v, err := strconv.ParseInt(st["size"], 10, 64); err == nil {
+		it.Size = v
+	}
+	if t, err := time.Parse(time.RFC3339Nano, st["internalDate"]); err == nil {
+		it.InternalDate = t
+	}
+	for k, v := range st {
+		if f, ok := strings.CutPrefix(k, "flag:"); ok && v != "" {
+			it.Flags = append(it.Flags, f)
+		}
+	}
+	slices.Sort(it.Flags)
+	if it.Digest == "" {
+		it.Missing = "the log has no digest for it: its body was not fetched at ingest"
+	}
+	return it, true, nil
+}
