@@ -262,7 +262,7 @@ func (a *apply) run() {
 		for i, uid := range ev.UIDs {
 			m := a.message(MessageKey(f.ID(), ev.Mailbox.UIDValidity, uid))
 			a.place(m, f, uid)
-			if i < len(ev.MessageIDs) {
+			if len(ev.MessageIDs) == len(ev.UIDs) {
 				m.SetMessageID(ev.MessageIDs[i])
 			}
 			if len(ev.UIDs) == 1 && ev.Size > 0 {
@@ -284,7 +284,10 @@ func (a *apply) run() {
 		for i, uid := range ev.UIDs {
 			m := a.message(MessageKey(f.ID(), ev.Mailbox.UIDValidity, uid))
 			a.place(m, f, uid)
-			if i < len(ev.MessageIDs) {
+			// Cyrus lists each distinct Message-ID once, so the list lines
+			// up with the UIDs only when it is as long; otherwise the
+			// source message says it.
+			if len(ev.MessageIDs) == len(ev.UIDs) {
 				m.SetMessageID(ev.MessageIDs[i])
 			}
 			if srcFolder == "" || i >= len(ev.OldUIDs) {
@@ -300,6 +303,11 @@ func (a *apply) run() {
 				if v := src.get(field); v != "" {
 					m.set(field, v)
 				}
+			}
+			if m.MessageID() == "" {
+				// Cyrus's midset has one entry per distinct Message-ID,
+				// not per UID: take it from the source when it is short.
+				m.SetMessageID(src.MessageID())
 			}
 			if ev.Type == MessageMove {
 				src.SetMovedTo(m.ID())

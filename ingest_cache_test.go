@@ -82,3 +82,33 @@ func TestCopyFromFolderNotYetCommitted(t *testing.T) {
 		t.Fatalf("copy = %v", m)
 	}
 }
+
+// TestCopyCarriesMessageID: a copy whose notification names no Message-ID
+// for it (Cyrus lists each distinct Message-ID once) takes the source's.
+func TestCopyCarriesMessageID(t *testing.T) {
+	in := NewIngester(&emptyState{})
+	ctx := context.Background()
+	evs := []*Event{
+		{Type: MailboxCreate, User: "alice", MailboxID: "SRC", Time: time.Unix(1, 0),
+			Mailbox: MailboxURL{Name: "user.alice.Src", Owner: "alice", UIDValidity: 5}},
+		{Type: MessageAppend, User: "alice", MailboxID: "SRC", Time: time.Unix(2, 0),
+			Mailbox: MailboxURL{Name: "user.alice.Src", Owner: "alice", UIDValidity: 5, UID: 1}, UIDs: []uint32{1}, MessageIDs: []string{"<same@x>"}},
+		{Type: MessageAppend, User: "alice", MailboxID: "SRC", Time: time.Unix(3, 0),
+			Mailbox: MailboxURL{Name: "user.alice.Src", Owner: "alice", UIDValidity: 5, UID: 2}, UIDs: []uint32{2}, MessageIDs: []string{"<same@x>"}},
+		{Type: MessageCopy, User: "alice", MailboxID: "DST", Time: time.Unix(4, 0),
+			Mailbox:    MailboxURL{Name: "user.alice.Dst", Owner: "alice", UIDValidity: 6},
+			OldMailbox: &MailboxURL{Name: "user.alice.Src", UIDValidity: 5}, UIDs: []uint32{8, 9}, OldUIDs: []uint32{1, 2},
+			MessageIDs: []string{"<same@x>"}},
+	}
+	for _, ev := range evs {
+		if _, err := in.Apply(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, uid := range []uint32{8, 9} {
+		m, _ := in.load(ctx, KindMessage, MessageKey("DST", 6, uid))
+		if m["messageId"] != "<same@x>" {
+			t.Errorf("copy uid %d: messageId %q", uid, m["messageId"])
+		}
+	}
+}
