@@ -133,6 +133,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	lg := slog.New(h)
 
+	// The identity settings are checked first: a bad flag must leave
+	// nothing behind, not even an empty log.
+	resolver, closeResolver, err := openResolver(ctx, c, lg)
+	if err != nil {
+		return err
+	}
+	defer closeResolver()
 	if err := os.MkdirAll(c.data, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
@@ -146,11 +153,6 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer store.Close()
-	resolver, closeResolver, err := openResolver(ctx, c, lg)
-	if err != nil {
-		return err
-	}
-	defer closeResolver()
 	sk, err := openSinks(ctx, &c.sinks, c.data, lg)
 	if err != nil {
 		return err
