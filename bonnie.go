@@ -109,11 +109,15 @@ type Engine struct {
 	// applied in an older epoch was applied on top of that state and is
 	// refused (its sources redeliver it) rather than appended.
 	epoch uint64
-	// commitMu keeps commits in the order their batches were applied,
-	// should a caller of Ingest race with Run's loop.
-	commitMu sync.Mutex
-	ingester *Ingester
-	bodies   *bodyStage // nil without Options.Bodies
+	// Commits take turns in the order their batches were applied (a
+	// ticket taken under mu), even when a caller of Ingest races with
+	// Run's loop: the log order must be the apply order.
+	commitMu   sync.Mutex
+	commitTurn *sync.Cond // on commitMu
+	nextTicket uint64     // under mu
+	turn       uint64     // under commitMu
+	ingester   *Ingester
+	bodies     *bodyStage // nil without Options.Bodies
 	// resolving serialises ResolvePending passes.
 	resolving sync.Mutex
 
@@ -176,7 +180,7 @@ func New(opts Options) (*Engine, error) {
 		}
 		names[s.Name()] = true
 	}
-	return &Engine{
+	e := &Engine{
 		opts:     opts,
 		store:    opts.Store,
 		log:      opts.Logger,
@@ -185,7 +189,9 @@ func New(opts Options) (*Engine, error) {
 		bodies:   newBodyStage(opts, opts.Metrics),
 		requests: make(chan *request, 4*opts.MaxBatch),
 		head:     newNotifier(),
-	}, nil
+	}
+	e.commitTurn = sync.NewCond(&e.commitMu)
+	return e, nil
 }
 
 // Metrics returns the engine's counters.
@@ -488,6 +494,7 @@ type prepared struct {
 	entries []Entry
 	owners  []*request
 	epoch   uint64
+	ticket  uint64
 }
 
 // process prepares and commits a batch in the caller's goroutine.
@@ -526,6 +533,8 @@ func (e *Engine) prepare(ctx context.Context, batch []*request) *prepared {
 	if len(p.entries) == 0 {
 		return nil
 	}
+	p.ticket = e.nextTicket
+	e.nextTicket++
 	return p
 }
 
@@ -533,7 +542,14 @@ func (e *Engine) prepare(ctx context.Context, batch []*request) *prepared {
 // request.
 func (e *Engine) commit(ctx context.Context, p *prepared) {
 	e.commitMu.Lock()
-	defer e.commitMu.Unlock()
+	for e.turn != p.ticket {
+		e.commitTurn.Wait()
+	}
+	defer func() {
+		e.turn++
+		e.commitTurn.Broadcast()
+		e.commitMu.Unlock()
+	}()
 	e.mu.Lock()
 	stale := p.epoch != e.epoch
 	e.mu.Unlock()
