@@ -25,6 +25,15 @@
 //     IMAP or the spool) stores them at ingest in the content-addressed
 //     body store (store/blob), and [Event.Bodies] names each by SHA-256
 //     in the log ([Options.Bodies]).
+//   - A [Resolver] turns logins and ACL subjects into persistent
+//     identities at ingest ([Identity], stored in [Event.Identities] with
+//     group and role snapshots); what it could not resolve in time is filled
+//     in later by an appended IdentityResolved event.
+//   - The [Engine] ([New], [Engine.Run]) wires it together: sources
+//     (Watermill subscribers) -> decode, resolve, fetch bodies -> apply ->
+//     append, in batches that share one transaction, each source message
+//     acknowledged only once durable; then every [Sink] ([SinkFunc]) reads
+//     the log from its own durable cursor, a new one from position 0.
 //
 // Adapters live in folders: source/ (where notifications come from),
 // store/ (logs), sink/ (what reads the log), identity/ (who a login is),
