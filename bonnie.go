@@ -387,6 +387,25 @@ func (e *Engine) Ingest(ctx context.Context, raw []byte, source string) (Positio
 	return e.submit(ctx, &request{ctx: ctx, raw: raw, source: source, done: make(chan result, 1)})
 }
 
+// Record appends one of Bonnie's own events (a type in OwnEvents: a legal
+// hold, an erasure, an interception, a query, a backfill...) given as a
+// JSON notification, with its changes, and returns its position once
+// durable. These events are refused from every source, so Record is how
+// an embedding program or a command says what a person or a task did to
+// the record. Any other type is refused with ErrUnknownEvent; an
+// undecodable one is not kept as a dead letter (the caller has it).
+func (e *Engine) Record(ctx context.Context, raw []byte, source string) (Position, bool, error) {
+	ev, err := DecodeJSON(raw)
+	if err != nil {
+		return 0, false, fmt.Errorf("bonnie: record: %w", err)
+	}
+	if !OwnEvents.Has(ev.Type) {
+		return 0, false, fmt.Errorf("%w: record: %s is not one of Bonnie's own events", ErrUnknownEvent, ev.Type)
+	}
+	e.metrics.received.WithLabelValues(source).Inc()
+	return e.submit(ctx, &request{ctx: ctx, raw: raw, source: source, internal: true, done: make(chan result, 1)})
+}
+
 // Retry re-ingests a dead letter, after a parser fix, and marks it
 // resolved with the position it landed at. One that still fails stays
 // pending (the error wraps ErrDeadLettered; no second letter is made). A
@@ -601,7 +620,7 @@ func (e *Engine) commit(ctx context.Context, p *prepared) {
 // request (keeping the input as a dead letter) and returns nil.
 func (e *Engine) decode(ctx context.Context, r *request) *Event {
 	ev, err := r.decoded()
-	if err == nil && !r.internal && Mask(IdentityResolved, DaemonStart, DaemonStop).Has(ev.Type) {
+	if err == nil && !r.internal && OwnEvents.Has(ev.Type) {
 		// Only the engine itself may attribute identities or say when it
 		// was down: from a source, such an event would be false evidence.
 		err = fmt.Errorf("%w: %s is Bonnie's own event and is not accepted from a source", ErrUnknownEvent, ev.Type)

@@ -34,6 +34,10 @@
 //     append, in batches that share one transaction, each source message
 //     acknowledged only once durable; then every [Sink] ([SinkFunc]) reads
 //     the log from its own durable cursor, a new one from position 0.
+//   - What people and Bonnie's own tasks do to the record (legal holds,
+//     erasures, interceptions, queries, backfills, reconciliations) is
+//     itself an event in the same chain ([OwnEvents]), appended only
+//     through [Engine.Record] and refused from every source.
 //
 // Adapters live in folders: source/ (where notifications come from),
 // store/ (logs), sink/ (what reads the log), identity/ (who a login is),

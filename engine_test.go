@@ -591,7 +591,8 @@ func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, n
 func TestOwnEventsRefusedFromSources(t *testing.T) {
 	lg := openStore(t)
 	eng, _ := bonnie.New(bonnie.Options{Store: lg, Logger: quietLog()})
-	for _, name := range []string{"vnd.bonnie.DaemonStart", "vnd.bonnie.DaemonStop", "vnd.bonnie.IdentityResolved"} {
+	for _, t0 := range bonnie.OwnEvents.Types() {
+		name := t0.String()
 		raw := []byte(`{"event":"` + name + `","timestamp":"2026-11-28T21:00:00.000Z","service":"bonnied","vnd.bonnie.cleanStop":true}`)
 		if _, _, err := eng.Ingest(context.Background(), raw, "cyrus"); !errors.Is(err, bonnie.ErrDeadLettered) {
 			t.Errorf("%s from a source: %v, want a dead letter", name, err)
@@ -599,5 +600,37 @@ func TestOwnEventsRefusedFromSources(t *testing.T) {
 	}
 	if head, _ := lg.Head(context.Background()); head != 0 {
 		t.Fatalf("forged events reached the log: head %d", head)
+	}
+}
+
+func TestRecordAppendsOnlyOwnEvents(t *testing.T) {
+	lg := openStore(t)
+	eng, _ := bonnie.New(bonnie.Options{Store: lg, Logger: quietLog()})
+	ctx := context.Background()
+	hold := []byte(`{"event":"vnd.bonnie.LegalHold","timestamp":"2026-11-28T21:00:00.000Z","service":"bonnie-cli","user":"auditor","vnd.bonnie.hold":"case-7"}`)
+	pos, dup, err := eng.Record(ctx, hold, "cli")
+	if err != nil || dup || pos != 1 {
+		t.Fatalf("Record: pos %d dup %v err %v", pos, dup, err)
+	}
+	if pos2, dup, err := eng.Record(ctx, hold, "cli"); err != nil || !dup || pos2 != pos {
+		t.Errorf("the same event again: pos %d dup %v err %v, want a duplicate of %d", pos2, dup, err, pos)
+	}
+	recs, err := lg.Read(ctx, 0, 10)
+	if err != nil || len(recs) != 1 || recs[0].Event.Type != bonnie.LegalHold || recs[0].Event.User != "auditor" {
+		t.Fatalf("log after Record: %+v %v", recs, err)
+	}
+	if len(recs[0].Changes) != 0 {
+		t.Errorf("a hold changed mailbox state: %+v", recs[0].Changes)
+	}
+	for _, raw := range []string{
+		`{"event":"MessageRead","timestamp":"2026-11-28T21:00:00.000Z","user":"alice"}`,
+		`not json`,
+	} {
+		if _, _, err := eng.Record(ctx, []byte(raw), "cli"); err == nil {
+			t.Errorf("Record(%s) appended", raw)
+		}
+	}
+	if head, _ := lg.Head(ctx); head != 1 {
+		t.Errorf("head %d after refused records, want 1", head)
 	}
 }

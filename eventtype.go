@@ -67,7 +67,42 @@ const (
 	// Event.Resolution. The log stays append-only: the earlier event is
 	// not rewritten.
 	IdentityResolved EventType = 1 << 50
+
+	// The rest of Bonnie's own events record what people and Bonnie's own
+	// tasks did to the record, so that who did it and when is evidence in
+	// the same chain as the mail events. None comes from Cyrus; only
+	// Engine.Record appends them (see OwnEvents).
+
+	// RetentionPolicy sets or removes a retention policy of the archive.
+	RetentionPolicy EventType = 1 << 51
+	// LegalHold places or releases a legal hold.
+	LegalHold EventType = 1 << 52
+	// Erasure records that bodies were made unreadable (GDPR) by
+	// destroying their data keys.
+	Erasure EventType = 1 << 53
+	// Purge records what an archive purge removed after its retention
+	// expired.
+	Purge EventType = 1 << 54
+	// Interception authorises, changes or ends a live interception.
+	Interception EventType = 1 << 55
+	// InterceptDelivery records what an interception handed over.
+	InterceptDelivery EventType = 1 << 56
+	// Query records a discovery query: who asked what, and when.
+	Query EventType = 1 << 57
+	// Backfill records state found by crawling a server (mail that was
+	// there before Bonnie listened), not notified live.
+	Backfill EventType = 1 << 58
+	// Reconcile records a change found by comparing the log with the
+	// server, with the window in which it must have happened.
+	Reconcile EventType = 1 << 59
 )
+
+// OwnEvents are the types only Bonnie itself appends (Engine.Record and
+// the engine's own tasks). A source that delivers one is refused: from
+// outside, such an event would be false evidence.
+const OwnEvents = EventMask(DaemonStart | DaemonStop | IdentityResolved |
+	RetentionPolicy | LegalHold | Erasure | Purge | Interception |
+	InterceptDelivery | Query | Backfill | Reconcile)
 
 // eventNames is the canonical (RFC) spelling of each type, the one String
 // returns and the one the log stores.
@@ -103,6 +138,15 @@ var eventNames = map[EventType]string{
 	DaemonStart:         "vnd.bonnie.DaemonStart",
 	DaemonStop:          "vnd.bonnie.DaemonStop",
 	IdentityResolved:    "vnd.bonnie.IdentityResolved",
+	RetentionPolicy:     "vnd.bonnie.RetentionPolicy",
+	LegalHold:           "vnd.bonnie.LegalHold",
+	Erasure:             "vnd.bonnie.Erasure",
+	Purge:               "vnd.bonnie.Purge",
+	Interception:        "vnd.bonnie.Interception",
+	InterceptDelivery:   "vnd.bonnie.InterceptDelivery",
+	Query:               "vnd.bonnie.Query",
+	Backfill:            "vnd.bonnie.Backfill",
+	Reconcile:           "vnd.bonnie.Reconcile",
 }
 
 // eventAliases maps every spelling seen on the wire, lower-cased, to its

@@ -187,7 +187,11 @@ func (a *apply) run() {
 	}
 	switch ev.Type {
 	case MailboxModseq, MailNotification, SieveNotification, Cancelled,
-		CalendarAlarm, ApplePushService, ApplePushServiceDAV, DaemonStart, DaemonStop:
+		CalendarAlarm, ApplePushService, ApplePushServiceDAV:
+		return
+	}
+	if OwnEvents.Has(ev.Type) {
+		// Bonnie's own records change no mailbox state.
 		return
 	}
 	// Users are keyed by their persistent id once resolved (the login

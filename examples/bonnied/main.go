@@ -34,6 +34,7 @@ import (
 
 	"github.com/bonnie-archive/bonnie"
 	"github.com/bonnie-archive/bonnie/identity"
+	"github.com/bonnie-archive/bonnie/internal/control"
 	"github.com/bonnie-archive/bonnie/internal/datadir"
 	"github.com/bonnie-archive/bonnie/source/cyrus"
 )
@@ -260,6 +261,17 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	engine.Store(eng)
+	// The bonnie command hands its own events (holds, erasures,
+	// interceptions...) to the running daemon through this socket.
+	ctl, err := control.Listen(control.Path(c.data), func(ctx context.Context, raw []byte) (uint64, bool, error) {
+		pos, dup, err := eng.Record(ctx, raw, "control")
+		return uint64(pos), dup, err
+	}, lg)
+	if err != nil {
+		closeSources()
+		return err
+	}
+	defer ctl.Close()
 	lg.Info("bonnied started", "data", c.data, "datagram", c.socket, "dlist", c.dlist,
 		"socket_activation", base.Activated != nil, "sync", c.sync)
 	start := time.Now()
