@@ -176,6 +176,7 @@ type writer struct {
 	insChg     *sql.Stmt
 	upState    *sql.Stmt
 	buf        []byte
+	chbuf      []byte // the changes column of the record being inserted
 	seen       map[string]bonnie.Position
 	ckpt       *checkpointer
 	sync       *syncer // answers callers; with SyncFull fsyncs first
@@ -264,8 +265,8 @@ func newWriter(ctx context.Context, db *sql.DB, maxBatch int) (*writer, error) {
 		{&w.commitStmt, `COMMIT`},
 		{&w.rollback, `ROLLBACK`},
 		{&w.head, `SELECT position, hash FROM records ORDER BY position DESC LIMIT 1`},
-		{&w.insRec, `INSERT INTO records(position, id, key, appended, type, event, prev_hash, hash)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING`},
+		{&w.insRec, `INSERT INTO records(position, id, key, appended, type, event, prev_hash, hash, changes)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING`},
 		{&w.selKey, `SELECT position FROM records WHERE key = ?`},
 		{&w.insChg, `INSERT INTO changes(position, seq, entity, id, field, from_value, to_value, actor, time)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`},
@@ -445,8 +446,9 @@ func (w *writer) commit(batch []*request) (err error) {
 			}
 			w.buf = logchain.AppendCanonical(w.buf[:0], &rec)
 			hash := logchain.HashCanonical(prev, w.buf)
+			w.chbuf = appendChanges(w.chbuf[:0], rec.Changes)
 			out, err := insRec.ExecContext(ctx, int64(rec.Position), rec.ID, e.skey, rec.Appended, e.typ,
-				string(e.event), prev, hash)
+				string(e.event), prev, hash, w.chbuf)
 			if err != nil {
 				return fmt.Errorf("sqlite: append: insert record: %w", err)
 			}

@@ -69,61 +69,34 @@ func (l *Log) read(ctx context.Context, from bonnie.Position, limit int, mask bo
 		return nil, from, fmt.Errorf("sqlite: read: %w", err)
 	}
 	upto := l.bound(bonnie.Position(head))
-	eventCol := "event"
+	eventCol, changesCol := "event", "changes"
 	var args []any
 	if wanted != nil {
 		// SQLite evaluates CASE lazily: the event text of a record not
 		// wanted is never read from its pages.
 		eventCol = "CASE WHEN type IN " + inList + " THEN event END"
+		changesCol = "CASE WHEN type IN " + inList + " THEN changes END"
+		args = append(args, inArgs...)
 		args = append(args, inArgs...)
 	}
 	args = append(args, int64(from), int64(upto), limit)
 
-	// The changes are read at the same time on another connection. That
-	// is the same as reading them in this snapshot: they are committed
-	// with their record and never change, and the query bounds them to
-	// the records this read returns (the first limit after from, up to
-	// upto, of the wanted types).
-	// hi is the position of the last record of the window (the first
-	// limit after from, up to upto); every bound below is on the primary
-	// keys, so the query costs the window, not the rest of the log.
-	chQuery := `WITH hi(p) AS (SELECT COALESCE(MAX(position), 0) FROM
- (SELECT position FROM records WHERE position > ? AND position <= ? ORDER BY position LIMIT ?))
-SELECT ` + changeCols + ` FROM changes WHERE position > ? AND position <= (SELECT p FROM hi)`
-	chArgs := []any{int64(from), int64(upto), limit, int64(from)}
-	if wanted != nil {
-		chQuery += ` AND position IN
- (SELECT position FROM records WHERE position > ? AND position <= (SELECT p FROM hi) AND type IN ` + inList + `)`
-		chArgs = append(chArgs, int64(from))
-		chArgs = append(chArgs, inArgs...)
-	}
-	chQuery += ` ORDER BY position, seq`
-	chCtx, chCancel := context.WithCancel(ctx)
-	chDone := make(chan changesResult, 1)
-	go func() {
-		chs, err := queryChanges(chCtx, l.rdb, chQuery, chArgs)
-		chDone <- changesResult{chs, err}
-	}()
-	var chRes *changesResult
-	waitChanges := func() changesResult {
-		if chRes == nil {
-			r := <-chDone
-			chRes = &r
-		}
-		return *chRes
-	}
-	defer func() { chCancel(); waitChanges() }()
-
-	rows, err := tx.QueryContext(ctx, `SELECT position, id, key, appended, type, `+eventCol+`, prev_hash, hash
+	rows, err := tx.QueryContext(ctx, `SELECT position, id, key, appended, type, `+eventCol+`, prev_hash, hash, `+changesCol+`
 FROM records WHERE position > ? AND position <= ? ORDER BY position LIMIT ?`, args...)
 	if err != nil {
 		return nil, from, fmt.Errorf("sqlite: read: %w", err)
 	}
 	defer rows.Close()
 	last := from
-	var recs []bonnie.Record
-	// The events are decoded on every core while this goroutine steps
-	// through the rows and then reads the changes.
+	var (
+		recs []bonnie.Record
+		outs []*decoded
+		// Records appended before schema version 2 have no copy of their
+		// changes in the row: those come from the changes table.
+		oldest, newest bonnie.Position
+	)
+	// The events and changes are decoded on every core while this
+	// goroutine steps through the rows.
 	dec := newDecodePool()
 	defer dec.wait()
 	for rows.Next() {
@@ -132,9 +105,10 @@ FROM records WHERE position > ? AND position <= ? ORDER BY position LIMIT ?`, ar
 			appended string
 			typ      string
 			js       sql.NullString
+			chs      []byte
 			key      any
 		)
-		if err := rows.Scan(&r.Position, &r.ID, &key, &appended, &typ, &js, &r.PrevHash, &r.Hash); err != nil {
+		if err := rows.Scan(&r.Position, &r.ID, &key, &appended, &typ, &js, &r.PrevHash, &r.Hash, &chs); err != nil {
 			return nil, from, fmt.Errorf("sqlite: read: %w", err)
 		}
 		last = r.Position
@@ -150,9 +124,17 @@ FROM records WHERE position > ? AND position <= ? ORDER BY position LIMIT ?`, ar
 		if r.Appended, err = logchain.ParseTime(appended); err != nil {
 			return nil, from, fmt.Errorf("sqlite: read record %d: %w", r.Position, err)
 		}
-		r.Event = new(bonnie.Event)
-		dec.add(r.Position, js.String, r.Event)
+		d := &decoded{fromTable: chs == nil}
+		if d.fromTable {
+			if oldest == 0 {
+				oldest = r.Position
+			}
+			newest = r.Position
+		}
+		r.Event = &d.ev
+		dec.add(decodeJob{pos: r.Position, js: js.String, chs: chs, out: d})
 		recs = append(recs, r)
+		outs = append(outs, d)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, from, fmt.Errorf("sqlite: read: %w", err)
@@ -162,23 +144,42 @@ FROM records WHERE position > ? AND position <= ? ORDER BY position LIMIT ?`, ar
 	if len(recs) == 0 {
 		return nil, last, nil
 	}
-	ch := waitChanges()
-	err = ch.err
-	if err == nil {
-		err = attachChanges(recs, ch.changes)
-	}
-	if derr := dec.wait(); err == nil {
-		err = derr
-	}
-	if err != nil {
+	if err := dec.wait(); err != nil {
 		return nil, from, err
 	}
+	for i, d := range outs {
+		recs[i].Changes = d.chs
+	}
+	if oldest != 0 {
+		// The changes are committed with their record and never change:
+		// reading them after the snapshot is the same as reading them in it.
+		q := `SELECT ` + changeCols + ` FROM changes WHERE position >= ? AND position <= ?`
+		qArgs := []any{int64(oldest), int64(newest)}
+		if wanted != nil {
+			q += ` AND position IN (SELECT position FROM records WHERE position >= ? AND position <= ? AND type IN ` + inList + `)`
+			qArgs = append(qArgs, int64(oldest), int64(newest))
+			qArgs = append(qArgs, inArgs...)
+		}
+		chs, err := queryChanges(ctx, l.rdb, q+` ORDER BY position, seq`, qArgs)
+		if err != nil {
+			return nil, from, err
+		}
+		var old []bonnie.Record
+		var idx []int
+		for i, d := range outs {
+			if d.fromTable {
+				old = append(old, recs[i])
+				idx = append(idx, i)
+			}
+		}
+		if err := attachChanges(old, chs); err != nil {
+			return nil, from, err
+		}
+		for k, i := range idx {
+			recs[i].Changes = old[k].Changes
+		}
+	}
 	return recs, last, nil
-}
-
-type changesResult struct {
-	changes []bonnie.Change
-	err     error
 }
 
 // queryChanges reads changes with query, in position order, Cause set to
@@ -260,12 +261,21 @@ const decodeBatch = 16
 type decodeJob struct {
 	pos bonnie.Position
 	js  string
-	ev  *bonnie.Event
+	chs []byte // the record's changes column; nil: read from the table
+	out *decoded
+}
+
+// decoded is where a job puts a record's event and changes: one
+// allocation per record, not moved while the workers write to it.
+type decoded struct {
+	ev        bonnie.Event
+	chs       []bonnie.Change
+	fromTable bool
 }
 
 func newDecodePool() *decodePool { return &decodePool{} }
 
-func (p *decodePool) add(pos bonnie.Position, js string, ev *bonnie.Event) {
+func (p *decodePool) add(j decodeJob) {
 	if !p.started {
 		p.started = true
 		p.jobs = make(chan []decodeJob, 64)
@@ -276,7 +286,7 @@ func (p *decodePool) add(pos bonnie.Position, js string, ev *bonnie.Event) {
 	if p.batch == nil {
 		p.batch = make([]decodeJob, 0, decodeBatch)
 	}
-	p.batch = append(p.batch, decodeJob{pos, js, ev})
+	p.batch = append(p.batch, j)
 	if len(p.batch) == decodeBatch {
 		p.jobs <- p.batch
 		p.batch = nil
@@ -288,10 +298,16 @@ func (p *decodePool) work() {
 		for _, j := range batch {
 			// The decoder only reads its input: a view of the string
 			// saves copying the stored text once more.
-			if err := decodeEvent(unsafe.Slice(unsafe.StringData(j.js), len(j.js)), j.ev); err != nil {
+			err := decodeEvent(unsafe.Slice(unsafe.StringData(j.js), len(j.js)), &j.out.ev)
+			if err != nil {
+				err = fmt.Errorf("sqlite: read record %d: decode event: %w", j.pos, err)
+			} else if j.chs != nil {
+				j.out.chs, err = decodeChanges(j.chs, j.pos)
+			}
+			if err != nil {
 				p.mu.Lock()
 				if p.err == nil || j.pos < p.errPos {
-					p.err = fmt.Errorf("sqlite: read record %d: decode event: %w", j.pos, err)
+					p.err = err
 					p.errPos = j.pos
 				}
 				p.mu.Unlock()

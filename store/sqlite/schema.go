@@ -77,6 +77,11 @@ CREATE TABLE cursors (
 	updated  TEXT    NOT NULL
 ) WITHOUT ROWID;
 `,
+		// Version 2: a copy of each record's changes in the record row
+		// (changecodec.go), so that reading the log is one query. NULL
+		// on records appended before: the reader falls back to the
+		// changes table for them.
+		`ALTER TABLE records ADD COLUMN changes BLOB;`,
 	}
 }
 

@@ -220,13 +220,19 @@ func TestTamper(t *testing.T) {
 			_, _, prev := stored(t, db, 4)
 			r.Position, r.ID, r.Key = 5, "01900000-0000-7000-8000-000000000000", strings.Repeat("ab", 32)
 			r.Event = bytes.Replace(r.Event, []byte(`"user":"`), []byte(`"user":"forged-`), 1)
-			exec(t, db, `INSERT INTO records VALUES (?, ?, ?, ?, (SELECT type FROM records WHERE position = 4), ?, ?, ?)`,
+			exec(t, db, `INSERT INTO records(position, id, key, appended, type, event, prev_hash, hash) VALUES (?, ?, ?, ?, (SELECT type FROM records WHERE position = 4), ?, ?, ?)`,
 				5, r.ID, r.Key, r.Appended, string(r.Event), prev, logchain.Hash(prev, &r))
 			for i, c := range r.Changes {
 				exec(t, db, `INSERT INTO changes VALUES (5, ?, ?, ?, ?, ?, ?, ?, ?)`, i, c.Entity, c.ID+"x", c.Field, c.From, c.To, c.Actor, c.Time)
 				r.Changes[i].ID += "x"
 			}
 			exec(t, db, `UPDATE records SET hash = ? WHERE position = 5`, logchain.Hash(prev, &r))
+		}},
+		{name: "ChangesCopyEdited", want: 5, reason: "copy of its changes", attack: func(t *testing.T, db *sql.DB) {
+			// Readers take a record's changes from its copy in the row:
+			// editing only the copy would show sinks a change the hashed
+			// table does not have.
+			exec(t, db, `UPDATE records SET changes = CAST(replace(CAST(changes AS TEXT), 'alice', 'mallo') AS BLOB) WHERE position = 5`)
 		}},
 		{name: "TruncateTail", want: 0, attack: func(t *testing.T, db *sql.DB) {
 			exec(t, db, `DELETE FROM changes WHERE position > 7`)
@@ -250,7 +256,7 @@ func TestTamper(t *testing.T) {
 			// is indistinguishable from a real one.
 			r, _, prev := stored(t, db, tamperN)
 			r.Position, r.Key = tamperN+1, strings.Repeat("cd", 32)
-			exec(t, db, `INSERT INTO records VALUES (?, ?, ?, ?, (SELECT type FROM records WHERE position = ?), ?, ?, ?)`,
+			exec(t, db, `INSERT INTO records(position, id, key, appended, type, event, prev_hash, hash) VALUES (?, ?, ?, ?, (SELECT type FROM records WHERE position = ?), ?, ?, ?)`,
 				int64(r.Position), r.ID+"f", r.Key, r.Appended, tamperN, string(r.Event), prev, []byte{})
 			r.ID += "f"
 			r.Changes = nil

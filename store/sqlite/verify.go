@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -15,7 +16,8 @@ import (
 // a changed, added or removed change row is caught too). It also checks that
 // positions are 1..N without gaps, that no change belongs to a missing
 // record, that the type column agrees with the stored event, and that the
-// derived entity_state table matches the changes. It returns nil or a
+// derived entity_state table matches the changes, and that each record's
+// copy of its changes (the one readers use) matches the changes table. It returns nil or a
 // *bonnie.ChainError naming the first bad position.
 //
 // Verify alone cannot see a removed or recomputed tail; see VerifyAnchored.
@@ -34,7 +36,7 @@ func (l *Log) VerifyAnchored(ctx context.Context, anchors ...Anchor) error {
 		return fmt.Errorf("sqlite: verify: %w", err)
 	}
 	defer tx.Rollback()
-	recs, err := tx.QueryContext(ctx, `SELECT position, id, key, appended, type, event, prev_hash, hash
+	recs, err := tx.QueryContext(ctx, `SELECT position, id, key, appended, type, event, prev_hash, hash, changes
 FROM records ORDER BY position`)
 	if err != nil {
 		return fmt.Errorf("sqlite: verify: %w", err)
@@ -68,9 +70,11 @@ FROM records ORDER BY position`)
 		prev, hash []byte
 		pos        int64
 		key        any
+		copied     []byte
+		want       []byte
 	)
 	for recs.Next() {
-		if err := recs.Scan(&pos, &r.ID, &key, &r.Appended, &typ, &r.Event, &prev, &hash); err != nil {
+		if err := recs.Scan(&pos, &r.ID, &key, &r.Appended, &typ, &r.Event, &prev, &hash, &copied); err != nil {
 			return fmt.Errorf("sqlite: verify: %w", err)
 		}
 		if r.Key, err = loadKey(key); err != nil {
@@ -102,6 +106,14 @@ FROM records ORDER BY position`)
 		}
 		if orphan < 0 {
 			return &bonnie.ChainError{Position: r.Position, Reason: "change sequence numbers are not 0, 1, ..."}
+		}
+		// Readers take the changes from the record's copy: it must say
+		// exactly what the hashed changes table says.
+		if copied != nil {
+			want = appendChanges(want[:0], r.Changes)
+			if !bytes.Equal(copied, want) {
+				return &bonnie.ChainError{Position: r.Position, Reason: "the record's copy of its changes differs from the changes table"}
+			}
 		}
 		var head struct {
 			Type bonnie.EventType `json:"type"`

@@ -44,8 +44,10 @@ import (
 // source's (it wraps postgres.ErrDiffers).
 var ErrDiffers = fmt.Errorf("fromsqlite: %w", postgres.ErrDiffers)
 
-// sourceSchema is the store/sqlite schema version this package reads.
-const sourceSchema = 1
+// The store/sqlite schema versions this package reads. Version 2 only
+// added records.changes, a copy of the changes table that is not copied
+// (PostgreSQL reads its own changes table).
+const minSourceSchema, maxSourceSchema = 1, 2
 
 // Options tune Copy. The zero value is usable.
 type Options struct {
@@ -162,10 +164,10 @@ func openSource(ctx context.Context, path string) (*sql.DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("fromsqlite: %s is not a Bonnie log: %w", path, err)
 	}
-	if v != sourceSchema {
+	if v < minSourceSchema || v > maxSourceSchema {
 		db.Close()
-		return nil, fmt.Errorf("fromsqlite: %s has schema version %d; this code copies version %d (store/sqlite writes %d)",
-			path, v, sourceSchema, sqlite.SchemaVersion())
+		return nil, fmt.Errorf("fromsqlite: %s has schema version %d; this code copies versions %d to %d (store/sqlite writes %d)",
+			path, v, minSourceSchema, maxSourceSchema, sqlite.SchemaVersion())
 	}
 	return db, nil
 }
