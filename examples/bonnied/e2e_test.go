@@ -37,6 +37,7 @@ import (
 
 	"github.com/bonnie-archive/bonnie"
 	"github.com/bonnie-archive/bonnie/internal/cyrustest"
+	"github.com/bonnie-archive/bonnie/store/postgres"
 	"github.com/bonnie-archive/bonnie/store/sqlite"
 )
 
@@ -411,7 +412,8 @@ func (d *daemon) checkOutput(t *testing.T) {
 // records read so far.
 type logView struct {
 	path string
-	l    *sqlite.Log
+	dsn  string // when set, the log is on PostgreSQL (bonnied --postgres)
+	l    bonnie.Store
 	recs []bonnie.Record
 }
 
@@ -425,9 +427,17 @@ func (v *logView) open(t *testing.T) {
 	if v.l != nil {
 		return
 	}
-	l, err := sqlite.Open(context.Background(), v.path)
+	var (
+		l   bonnie.Store
+		err error
+	)
+	if v.dsn != "" {
+		l, err = postgres.Open(context.Background(), v.dsn, postgres.OnlyExisting())
+	} else {
+		l, err = sqlite.Open(context.Background(), v.path)
+	}
 	if err != nil {
-		t.Fatalf("open log %s: %v", v.path, err)
+		t.Fatalf("open log %s%s: %v", v.path, v.dsn, err)
 	}
 	v.l = l
 	t.Cleanup(func() { l.Close() })

@@ -324,6 +324,33 @@ func (s *Server) start() error {
 		return fmt.Errorf("cyrustest: %v", err)
 	}
 
+	if err := s.runMaster(); err != nil {
+		return err
+	}
+	if !s.opts.NoInboxes && len(s.opts.Users) > 0 {
+		if err := s.createInboxes(); err != nil {
+			return fmt.Errorf("cyrustest: creating INBOXes: %v%s", err, s.logTail())
+		}
+	}
+	return nil
+}
+
+// Restart stops Cyrus (SIGTERM to master and its services, as an
+// operator's restart would) and starts it again on the same directory,
+// ports and notification target: mail and mailboxes stay. IMAP sessions
+// open before are cut.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	s.killAll()
+	if err := s.runMaster(); err != nil {
+		t.Fatalf("cyrustest: restart: %v", err)
+	}
+}
+
+// runMaster starts master on the prepared directory and waits until it
+// serves.
+func (s *Server) runMaster() error {
+	dir := s.dir
 	// master starts as root, binds the listeners, then runs the services
 	// as user cyrus. -D keeps stdin/stdout/stderr: its output lands in Log.
 	args := []string{filepath.Join(BinDir, "master"), "-D",
@@ -346,15 +373,7 @@ func (s *Server) start() error {
 		close(s.waitDone)
 	}()
 
-	if err := s.waitReady(); err != nil {
-		return err
-	}
-	if !s.opts.NoInboxes && len(s.opts.Users) > 0 {
-		if err := s.createInboxes(); err != nil {
-			return fmt.Errorf("cyrustest: creating INBOXes: %v%s", err, s.logTail())
-		}
-	}
-	return nil
+	return s.waitReady()
 }
 
 // command returns an exec.Cmd for a Cyrus program (or master) that runs, in
