@@ -26,8 +26,8 @@ const (
 	DefaultTopic = "bonnie.events"
 	// DefaultGroup is the central ingest's consumer group.
 	DefaultGroup = "ingest"
-	// DefaultChannelPoolSize is how many channels a publisher keeps open:
-	// how many Publish calls may wait for their confirms at once.
+	// DefaultChannelPoolSize is how many channels watermill-amqp's
+	// publisher (PublisherConfig) keeps open.
 	DefaultChannelPoolSize = 8
 	// DefaultPrefetch is how many unacknowledged messages RabbitMQ hands a
 	// subscription: 1 keeps the publish order even across redeliveries.
@@ -62,9 +62,10 @@ type Config struct {
 	// fixed when a queue is first declared.
 	QueueType string
 
-	// ChannelPoolSize is the publisher's channel pool (default
-	// DefaultChannelPoolSize). watermill-amqp opens a channel per Publish
-	// without one, about 50 times slower.
+	// ChannelPoolSize is the channel pool of watermill-amqp's publisher
+	// in PublisherConfig (default DefaultChannelPoolSize); watermill-amqp
+	// opens a channel per Publish without one, about 50 times slower.
+	// Publisher does not use it: it pipelines on one channel.
 	ChannelPoolSize int
 
 	// Prefetch is how many messages RabbitMQ sends a subscription ahead of
@@ -179,34 +180,43 @@ func (g *groupsTopology) ExchangeDeclare(ch *amqp091.Channel, exchange string, c
 	return nil
 }
 
-// Publisher is the relay's publisher: watermill-amqp with publisher
-// confirms and a channel pool, made to survive a broker restart. Publish
-// returns nil once RabbitMQ has confirmed every message (written to its
+// Publisher is the relay's publisher: a message.Publisher that returns
+// from Publish once RabbitMQ has confirmed every message (written to its
 // durable queues), so a relay may then drop the notifications from its
 // spool. It fails at once while the broker is unreachable and buffers
 // nothing: the relay's spool is what keeps notifications then.
 //
-// watermill-amqp v3.0.2's channel pool does not survive a broker restart:
-// a Publish that fails to reopen a pooled channel loses that channel from
-// the pool for good, so that after ChannelPoolSize such failures every
-// Publish blocks forever, and Close then panics on the lost channel
-// (measured here: no publish succeeded after a stop_app/start_app). So
-// after any failed Publish this Publisher retires the watermill-amqp
-// publisher it used (closing it in the background, its panic recovered)
-// and connects a new one at the next Publish.
+// Confirms are pipelined: Publish sends all its messages on a channel in
+// confirm mode and then waits for their confirms together, and several
+// Publish calls wait at once on the same channel. watermill-amqp's
+// publisher waits for each message's confirm before sending the next (one
+// broker round trip and fsync per message: about 1.3k msg/s here, see
+// BENCHMARKS.md). The messages are the ones watermill-amqp would send
+// (its Marshaler, the same exchange and queue declarations), so its
+// subscriber reads them as its own.
+//
+// After any failure the connection is dropped and the next Publish
+// connects again: a broker restart costs the Publish calls that were in
+// flight (they return an error and the relay sends again; the log's
+// idempotent append absorbs what had arrived).
 type Publisher struct {
 	cfg  Config
 	wcfg wamqp.Config
 
-	mu      sync.Mutex
-	pub     *wamqp.Publisher // nil: connect at the next Publish
-	closed  bool
-	retired sync.WaitGroup // closes of retired publishers
+	mu       sync.Mutex
+	conn     *amqp091.Connection // nil: connect at the next Publish
+	ch       *amqp091.Channel
+	declared map[string]bool // exchanges declared on this connection
+	closed   bool
+	inflight sync.WaitGroup // Publish calls waiting for confirms
 
 	reconnects atomic.Uint64
 }
 
 var _ message.Publisher = (*Publisher)(nil)
+
+// ConfirmTimeout bounds the wait for RabbitMQ's confirms of one Publish.
+const ConfirmTimeout = 30 * time.Second
 
 // NewPublisher connects to the broker (once: an unreachable broker is an
 // error here, and afterwards each Publish tries again).
@@ -217,88 +227,139 @@ func NewPublisher(c Config) (*Publisher, error) {
 
 func newPublisher(c Config, wcfg wamqp.Config) (*Publisher, error) {
 	p := &Publisher{cfg: c, wcfg: wcfg}
-	if _, err := p.get(); err != nil {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, err := p.channel(); err != nil {
 		return nil, err
 	}
 	return p, nil
 }
 
-// get returns the current watermill-amqp publisher, connecting one if
-// there is none.
-func (p *Publisher) get() (*wamqp.Publisher, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+// channel returns the confirm-mode channel, connecting when there is
+// none. p.mu is held.
+func (p *Publisher) channel() (*amqp091.Channel, error) {
 	if p.closed {
 		return nil, errors.New("amqp: publisher closed")
 	}
-	if p.pub == nil {
-		pub, err := wamqp.NewPublisher(p.wcfg, p.cfg.Logger)
-		if err != nil {
-			return nil, fmt.Errorf("amqp: connect %s: %w", RedactURL(p.cfg.URL), err)
-		}
-		p.pub = pub
-		p.reconnects.Add(1)
+	if p.ch != nil && !p.ch.IsClosed() {
+		return p.ch, nil
 	}
-	return p.pub, nil
+	p.dropLocked()
+	conn, err := p.dial()
+	if err != nil {
+		return nil, fmt.Errorf("amqp: connect %s: %w", RedactURL(p.cfg.URL), err)
+	}
+	ch, err := conn.Channel()
+	if err == nil {
+		err = ch.Confirm(false)
+	}
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("amqp: open a confirm channel on %s: %w", RedactURL(p.cfg.URL), err)
+	}
+	p.conn, p.ch, p.declared = conn, ch, map[string]bool{}
+	p.reconnects.Add(1)
+	return ch, nil
+}
+
+// dial connects as watermill-amqp's connection would with the same
+// configuration.
+func (p *Publisher) dial() (*amqp091.Connection, error) {
+	c := p.wcfg.Connection
+	switch {
+	case c.AmqpConfig != nil:
+		return amqp091.DialConfig(c.AmqpURI, *c.AmqpConfig)
+	case c.TLSConfig != nil:
+		return amqp091.DialTLS(c.AmqpURI, c.TLSConfig)
+	default:
+		return amqp091.Dial(c.AmqpURI)
+	}
+}
+
+// dropLocked closes the connection (p.mu is held); the confirms waited for
+// on it fail.
+func (p *Publisher) dropLocked() {
+	if p.conn != nil {
+		_ = p.conn.Close()
+	}
+	p.conn, p.ch, p.declared = nil, nil, nil
+}
+
+// drop closes ch's connection if it is still the current one.
+func (p *Publisher) drop(ch *amqp091.Channel) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ch == ch {
+		p.dropLocked()
+	}
 }
 
 // Publish sends messages to topic's exchange and waits for RabbitMQ's
-// confirms. Metadata travel as AMQP headers (strings), the payload as the
-// body, the UUID in a header; messages are persistent.
+// confirms of all of them. Metadata travel as AMQP headers (strings), the
+// payload as the body, the UUID in a header; messages are persistent. An
+// error means some may not have been stored: send them all again.
 func (p *Publisher) Publish(topic string, messages ...*message.Message) error {
-	pub, err := p.get()
+	pubs := make([]amqp091.Publishing, len(messages))
+	for i, m := range messages {
+		pub, err := p.wcfg.Marshaler.Marshal(m)
+		if err != nil {
+			return fmt.Errorf("amqp: marshal message %s: %w", m.UUID, err)
+		}
+		pubs[i] = pub
+	}
+	exchange := p.wcfg.Exchange.GenerateName(topic)
+	p.mu.Lock()
+	ch, err := p.channel()
 	if err != nil {
+		p.mu.Unlock()
 		return err
 	}
-	if err := safePublish(pub, topic, messages); err != nil {
-		p.retire(pub)
-		return fmt.Errorf("amqp: publish to %s: %w", topic, err)
+	if !p.declared[exchange] {
+		if err := p.wcfg.TopologyBuilder.ExchangeDeclare(ch, exchange, p.wcfg); err != nil {
+			p.dropLocked()
+			p.mu.Unlock()
+			return fmt.Errorf("amqp: declare %s: %w", exchange, err)
+		}
+		p.declared[exchange] = true
+	}
+	routingKey := p.wcfg.Publish.GenerateRoutingKey(topic)
+	confirms := make([]*amqp091.DeferredConfirmation, len(pubs))
+	for i := range pubs {
+		dc, err := ch.PublishWithDeferredConfirm(exchange, routingKey, p.wcfg.Publish.Mandatory, p.wcfg.Publish.Immediate, pubs[i])
+		if err != nil {
+			p.dropLocked()
+			p.mu.Unlock()
+			return fmt.Errorf("amqp: publish to %s: %w", topic, err)
+		}
+		confirms[i] = dc
+	}
+	p.inflight.Add(1)
+	p.mu.Unlock()
+	defer p.inflight.Done()
+
+	ctx, cancel := context.WithTimeout(context.Background(), ConfirmTimeout)
+	defer cancel()
+	for i, dc := range confirms {
+		ok, err := dc.WaitContext(ctx)
+		if err != nil {
+			p.drop(ch)
+			return fmt.Errorf("amqp: publish to %s: confirm of message %s: %w", topic, messages[i].UUID, err)
+		}
+		if !ok {
+			// A nack, or the channel closed before the confirm came.
+			p.drop(ch)
+			return fmt.Errorf("amqp: publish to %s: RabbitMQ did not confirm message %s", topic, messages[i].UUID)
+		}
 	}
 	return nil
-}
-
-func safePublish(pub *wamqp.Publisher, topic string, messages []*message.Message) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("watermill-amqp panicked: %v", r)
-		}
-	}()
-	return pub.Publish(topic, messages...)
-}
-
-// retire stops using pub, if it is still the current one, and closes it
-// in the background.
-func (p *Publisher) retire(pub *wamqp.Publisher) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.pub != pub {
-		return
-	}
-	p.pub = nil
-	p.retired.Add(1)
-	go func() {
-		defer p.retired.Done()
-		closeQuietly(pub)
-	}()
-}
-
-// closeQuietly closes a watermill-amqp publisher whose pool may hold a
-// channel that failed to reopen (Close panics on it, before closing the
-// connection), and then its connection.
-func closeQuietly(pub *wamqp.Publisher) {
-	func() {
-		defer func() { _ = recover() }()
-		_ = pub.Close()
-	}()
-	_ = pub.ConnectionWrapper.Close() // a no-op if Close got that far
 }
 
 // Reconnects counts the connections the publisher made, the first
 // included.
 func (p *Publisher) Reconnects() uint64 { return p.reconnects.Load() }
 
-// Close waits for nothing to be in flight on the current connection and
-// closes it. Calling it again returns nil.
+// Close waits for the Publish calls in flight to get their confirms and
+// closes the connection. Calling it again returns nil.
 func (p *Publisher) Close() error {
 	p.mu.Lock()
 	if p.closed {
@@ -306,13 +367,11 @@ func (p *Publisher) Close() error {
 		return nil
 	}
 	p.closed = true
-	pub := p.pub
-	p.pub = nil
 	p.mu.Unlock()
-	if pub != nil {
-		closeQuietly(pub)
-	}
-	p.retired.Wait()
+	p.inflight.Wait()
+	p.mu.Lock()
+	p.dropLocked()
+	p.mu.Unlock()
 	return nil
 }
 

@@ -31,10 +31,11 @@ func variants(n int) [][]byte {
 }
 
 // BenchmarkPublish is the relay's side: b.N notifications published with
-// confirms from 1 or 8 goroutines (ChannelPoolSize 8).
+// confirms from 1 or 8 goroutines, one message per Publish or batches of
+// 100 (the relay's --batch default: one Publish per spool read).
 func BenchmarkPublish(b *testing.B) {
-	for _, workers := range []int{1, 8} {
-		b.Run(fmt.Sprint("goroutines", workers), func(b *testing.B) {
+	for _, tc := range []struct{ workers, batch int }{{1, 1}, {8, 1}, {1, 100}} {
+		b.Run(fmt.Sprintf("goroutines%d/batch%d", tc.workers, tc.batch), func(b *testing.B) {
 			requireBroker(b)
 			d := track(b)
 			raws := variants(b.N)
@@ -45,14 +46,18 @@ func BenchmarkPublish(b *testing.B) {
 			b.ResetTimer()
 			var next atomic.Int64
 			var wg sync.WaitGroup
-			for range workers {
+			for range tc.workers {
 				wg.Go(func() {
 					for {
-						i := int(next.Add(1)) - 1
+						i := int(next.Add(int64(tc.batch))) - tc.batch
 						if i >= b.N {
 							return
 						}
-						if err := pub.Publish(topic, message.NewMessage(watermill.NewUUID(), raws[i])); err != nil {
+						var msgs []*message.Message
+						for k := i; k < min(i+tc.batch, b.N); k++ {
+							msgs = append(msgs, message.NewMessage(watermill.NewUUID(), raws[k]))
+						}
+						if err := pub.Publish(topic, msgs...); err != nil {
 							b.Error(err)
 							return
 						}
