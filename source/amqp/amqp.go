@@ -74,6 +74,13 @@ type Config struct {
 	// acknowledged; more prefetch only hides the network's latency, and a
 	// Nacked message then comes back after the ones prefetched behind it.
 	Prefetch int
+	// Window, when over 1, makes the subscriber hand over up to Window
+	// messages in queue order before the first is settled, each
+	// acknowledged separately (window.go): the central ingest's group
+	// commit then gathers them. Prefetch is not used then (the window is
+	// the prefetch). Default 1: one at a time, as watermill-amqp does,
+	// which keeps the order even across Nacks.
+	Window int
 	// RedeliveryDelay is how long a subscription waits before handing a
 	// Nacked message back to RabbitMQ, doubled after each Nack in a row up
 	// to MaxRedeliveryDelay and reset by an Ack (defaults
@@ -245,7 +252,7 @@ func (p *Publisher) channel() (*amqp091.Channel, error) {
 		return p.ch, nil
 	}
 	p.dropLocked()
-	conn, err := p.dial()
+	conn, err := dialConfig(p.wcfg)
 	if err != nil {
 		return nil, fmt.Errorf("amqp: connect %s: %w", RedactURL(p.cfg.URL), err)
 	}
@@ -260,20 +267,6 @@ func (p *Publisher) channel() (*amqp091.Channel, error) {
 	p.conn, p.ch, p.declared = conn, ch, map[string]bool{}
 	p.reconnects.Add(1)
 	return ch, nil
-}
-
-// dial connects as watermill-amqp's connection would with the same
-// configuration.
-func (p *Publisher) dial() (*amqp091.Connection, error) {
-	c := p.wcfg.Connection
-	switch {
-	case c.AmqpConfig != nil:
-		return amqp091.DialConfig(c.AmqpURI, *c.AmqpConfig)
-	case c.TLSConfig != nil:
-		return amqp091.DialTLS(c.AmqpURI, c.TLSConfig)
-	default:
-		return amqp091.Dial(c.AmqpURI)
-	}
 }
 
 // dropLocked closes the connection (p.mu is held); the confirms waited for
@@ -383,7 +376,8 @@ func (p *Publisher) Close() error {
 // log's idempotent append absorbs it if it had been stored.
 type Subscriber struct {
 	cfg     Config
-	sub     *wamqp.Subscriber
+	sub     *wamqp.Subscriber // nil for a windowed subscriber (Config.Window)
+	wcfg    wamqp.Config      // the windowed subscriber's topology, marshaler, names
 	closing chan struct{}
 	mu      sync.Mutex // guards closed and wg.Add against Close
 	closed  bool
@@ -398,6 +392,16 @@ var (
 // NewSubscriber connects to the broker for the ingest's consumer group.
 func NewSubscriber(c Config) (*Subscriber, error) {
 	c = c.withDefaults()
+	if c.Window > 1 {
+		// A connection now, so that an unreachable broker is an error
+		// here as with watermill-amqp's subscriber.
+		conn, err := dialConfig(c.SubscriberConfig())
+		if err != nil {
+			return nil, fmt.Errorf("amqp: subscriber: connect %s: %w", RedactURL(c.URL), err)
+		}
+		conn.Close()
+		return &Subscriber{cfg: c, wcfg: c.SubscriberConfig(), closing: make(chan struct{})}, nil
+	}
 	sub, err := wamqp.NewSubscriber(c.SubscriberConfig(), c.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("amqp: subscriber: %w", err)
@@ -426,6 +430,9 @@ func NewSource(name, topic string, c Config) (bonnie.Source, error) {
 // SubscribeInitialize declares the exchange, the group's queue and the
 // binding, without consuming.
 func (s *Subscriber) SubscribeInitialize(topic string) error {
+	if s.sub == nil {
+		return s.windowInitialize(topic)
+	}
 	if err := s.sub.SubscribeInitialize(topic); err != nil {
 		return fmt.Errorf("amqp: initialize %s: %w", topic, err)
 	}
@@ -441,6 +448,9 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, errors.New("amqp: subscriber closed")
+	}
+	if s.sub == nil {
+		return s.windowSubscribe(ctx, topic)
 	}
 	in, err := s.sub.Subscribe(ctx, topic)
 	if err != nil {
@@ -510,7 +520,10 @@ func (s *Subscriber) Close() error {
 	s.closed = true
 	close(s.closing)
 	s.mu.Unlock()
-	err := s.sub.Close()
+	var err error
+	if s.sub != nil {
+		err = s.sub.Close()
+	}
 	s.wg.Wait()
 	return err
 }

@@ -73,18 +73,18 @@ func BenchmarkPublish(b *testing.B) {
 // BenchmarkIngest is the central ingest's side: b.N notifications waiting
 // in the group's queue, consumed by bonnie.Engine through one Subscriber
 // into store/sqlite or store/postgres (both fully durable), each
-// acknowledged once durable.
+// acknowledged once durable: one at a time (watermill-amqp's subscription,
+// with a prefetch of 1 or 64) or a window of 256 (Config.Window).
 func BenchmarkIngest(b *testing.B) {
 	for _, tc := range []struct {
-		store    string
-		prefetch int
-	}{{"sqlite", 1}, {"sqlite", 64}, {"postgres", 1}, {"postgres", 64}} {
-		b.Run(fmt.Sprintf("%s/prefetch%d", tc.store, tc.prefetch), func(b *testing.B) {
-			prefetch := tc.prefetch
+		store            string
+		prefetch, window int
+	}{{"sqlite", 1, 1}, {"sqlite", 64, 1}, {"sqlite", 1, 256}, {"postgres", 1, 1}, {"postgres", 64, 1}, {"postgres", 1, 256}} {
+		b.Run(fmt.Sprintf("%s/prefetch%d/window%d", tc.store, tc.prefetch, tc.window), func(b *testing.B) {
 			requireBroker(b)
 			d := track(b)
 			raws := variants(b.N)
-			c := Config{URL: testURL(), Prefetch: prefetch}
+			c := Config{URL: testURL(), Prefetch: tc.prefetch, Window: tc.window}
 			pub, sub := newBenchPair(b, d, c)
 			defer pub.Close()
 			topic := "bonnie-test-bench-" + watermill.NewUUID()

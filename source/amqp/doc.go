@@ -32,26 +32,31 @@
 // a message whose event was already stored. Delivery is at least once, not
 // exactly once.
 //
-// A subscription hands messages over one at a time, the next after the
-// previous is settled, in the queue's order. With Prefetch 1 (the default)
-// a Nacked message comes back before the ones behind it, so the publish
-// order is kept; with more prefetch the ones already prefetched come first.
-// The order across the subscribers of one group is not kept.
+// By default (Config.Window 1, watermill-amqp's subscription) a
+// subscription hands messages over one at a time, the next after the
+// previous is settled, in the queue's order. With Prefetch 1 a Nacked
+// message comes back before the ones behind it, so the publish order is
+// kept; with more prefetch the ones already prefetched come first. The
+// order across the subscribers of one group is not kept.
 //
-// Because the next message comes only once the previous one is Acked, one
-// subscription gives the engine one event per transaction: its group
-// commit cannot gather a burst (see BENCHMARKS.md "AMQP ingest").
+// Because the next message then comes only once the previous one is
+// Acked, one subscription gives the engine one event per transaction: its
+// group commit cannot gather a burst. Config.Window over 1 (bonnied's
+// --amqp-window, 256 by default) hands over a window of messages in queue
+// order and acknowledges each separately, so the engine commits them
+// together: about 5 to 7 times the events/s (BENCHMARKS.md), at the cost
+// of the order across a Nack, as with a prefetch.
 //
 // Watermill's universal pub/sub tests (pubsub/tests.TestPubSub) pass on
-// this configuration against a real RabbitMQ, with ConsumerGroups,
-// GuaranteedOrder, GuaranteedOrderWithSingleSubscriber and Persistent.
+// both against a real RabbitMQ, with ConsumerGroups and Persistent, and
+// GuaranteedOrder and GuaranteedOrderWithSingleSubscriber for Window 1.
 //
 // # Failures
 //
-// The publisher fails at once while the broker is unreachable and buffers
-// nothing; it reconnects at the next Publish after any failure (it retires
-// the watermill-amqp publisher it used, whose channel pool does not survive
-// a broker restart). The subscriber reconnects by itself, and paces Nacks
+// The publisher pipelines its confirms (a batch is sent, then its confirms
+// are awaited together; concurrent calls share the channel). It fails at
+// once while the broker is unreachable and buffers nothing; it reconnects
+// at the next Publish after any failure. The subscriber reconnects by itself, and paces Nacks
 // (Config.RedeliveryDelay) so that an ingest whose log is down retries
 // slowly instead of spinning. Neither retries the very first connection:
 // the constructors fail if the broker is down.

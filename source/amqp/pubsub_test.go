@@ -130,6 +130,9 @@ func newPair(t testing.TB, d *declared, c Config) (message.Publisher, message.Su
 	}
 	sc := c.SubscriberConfig()
 	sc.TopologyBuilder = &recorder{TopologyBuilder: sc.TopologyBuilder, d: d}
+	if c.Window > 1 {
+		return pub, &Subscriber{cfg: c, wcfg: sc, closing: make(chan struct{})}
+	}
 	inner, err := wamqp.NewSubscriber(sc, c.Logger)
 	if err != nil {
 		t.Fatal(err)
@@ -203,6 +206,14 @@ func TestPubSubPrefetch(t *testing.T) {
 	f := features()
 	f.GuaranteedOrder, f.GuaranteedOrderWithSingleSubscriber, f.ForceShort = false, false, true
 	runSuite(t, Config{Prefetch: 64, RedeliveryDelay: -1}, f)
+}
+
+// TestPubSubWindow runs the suite on the windowed subscriber (Window 64):
+// like a prefetch, the order is not kept across a Nack.
+func TestPubSubWindow(t *testing.T) {
+	f := features()
+	f.GuaranteedOrder, f.GuaranteedOrderWithSingleSubscriber = false, false
+	runSuite(t, Config{Window: 64, RedeliveryDelay: time.Millisecond, MaxRedeliveryDelay: 5 * time.Millisecond}, f)
 }
 
 // TestOrderAfterNack shows what the prefetch does to the order: with 1, a
