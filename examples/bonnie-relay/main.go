@@ -63,6 +63,7 @@ type config struct {
 	socket, dlist string
 	spool         string
 	amqpURL       string
+	metrics       string // --metrics: Prometheus address
 	topic         string
 	groups        list
 	queueType     string
@@ -111,6 +112,7 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.fullRetries, "full-retries", 5, "dlist: how often a notification is retried while the spool is full before Cyrus is answered NO (datagrams wait without limit)")
 	fs.IntVar(&c.batch, "batch", 100, "notifications per publish")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "on SIGTERM, how long to keep publishing the spool")
+	fs.StringVar(&c.metrics, "metrics", "127.0.0.1:9465", "serve Prometheus metrics on this address (empty: off)")
 	fs.BoolVar(&c.logJSON, "log-json", false, "log JSON lines instead of text")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -145,6 +147,8 @@ type relay struct {
 	failed  atomic.Int64 // spool write errors (Nacked too)
 	lost    atomic.Int64 // notifications given up or rejected by the sockets
 	sent    atomic.Int64 // notifications confirmed by the broker
+
+	pubErrors atomic.Int64 // failed Publish calls
 }
 
 func run(ctx context.Context, args []string, stderr io.Writer) error {
@@ -166,6 +170,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer sp.Close()
 	r := &relay{cfg: c, lg: lg, sp: sp}
+	if c.metrics != "" {
+		srv, err := serveMetrics(c.metrics, r.registry(), lg)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+	}
 	if n, b := sp.size(); n > 0 {
 		lg.Info("spool holds notifications not yet confirmed; publishing them first", "count", n, "bytes", b)
 	}
@@ -389,6 +400,7 @@ func (r *relay) publish(ctx context.Context, draining <-chan struct{}) {
 			msgs[i].Metadata = row.meta
 		}
 		if err := pub.Publish(r.cfg.topic, msgs...); err != nil {
+			r.pubErrors.Add(1)
 			if !failed("publish failed", err) {
 				return
 			}

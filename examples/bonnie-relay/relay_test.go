@@ -17,8 +17,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"net/http"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -220,7 +222,7 @@ type relayProc struct {
 func startRelay(t *testing.T, socket string, args ...string) *relayProc {
 	t.Helper()
 	p := &relayProc{errs: &syncBuf{}, done: make(chan error, 1)}
-	p.cmd = exec.Command(relayBin, append([]string{"--cyrus-user", "root", "--log-level", "debug"}, args...)...)
+	p.cmd = exec.Command(relayBin, append([]string{"--cyrus-user", "root", "--log-level", "debug", "--metrics", "127.0.0.1:0"}, args...)...)
 	p.cmd.Stderr = p.errs
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -338,6 +340,19 @@ func TestRelayDatagramToCentral(t *testing.T) {
 	raws := captures(t, "cyrus-3.6.1")
 	sendDatagrams(t, sock, raws)
 	c.waitOnce(t, raws)
+	// What an operator's Prometheus sees.
+	m := scrape(t, p)
+	for name, want := range map[string]float64{
+		"bonnie_relay_spooled_total":       float64(len(raws)),
+		"bonnie_relay_published_total":     float64(len(raws)),
+		"bonnie_relay_spool_notifications": 0,
+		"bonnie_relay_lost_total":          0,
+		"bonnie_relay_spool_full_total":    0,
+	} {
+		if got, ok := m[name]; !ok || got != want {
+			t.Errorf("metric %s = %v (present %v), want %v", name, got, ok, want)
+		}
+	}
 	p.stop(t)
 	if n := spoolCount(t, spool); n != 0 {
 		t.Fatalf("spool holds %d after the drain", n)
@@ -348,6 +363,35 @@ func TestRelayDatagramToCentral(t *testing.T) {
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
 		t.Fatalf("socket left behind: %v", err)
 	}
+}
+
+// scrape reads the relay's /metrics (its address from the log line) into
+// name -> value, for the metrics without labels.
+func scrape(t *testing.T, p *relayProc) map[string]float64 {
+	t.Helper()
+	m := regexp.MustCompile(`msg=metrics url=(\S+)`).FindStringSubmatch(p.errs.String())
+	if m == nil {
+		t.Fatalf("no metrics line:\n%s", p.errs)
+	}
+	resp, err := http.Get(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") || strings.Contains(line, "{") {
+			continue
+		}
+		var name string
+		var v float64
+		if _, err := fmt.Sscan(line, &name, &v); err == nil {
+			out[name] = v
+		}
+	}
+	return out
 }
 
 // With the broker unreachable everything is spooled; the relay is killed

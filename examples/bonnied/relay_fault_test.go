@@ -118,7 +118,7 @@ func TestRelayChainFaults(t *testing.T) {
 	s := startCyrus(t, opts)
 	held := holdSocket(t, sock, true)
 	spool := t.TempDir()
-	relayArgs := []string{"--cyrus-dlist", sock, "--spool", spool, "--amqp", amqpTestURL(), "--topic", topic,
+	relayArgs := []string{"--metrics", "", "--cyrus-dlist", sock, "--spool", spool, "--amqp", amqpTestURL(), "--topic", topic,
 		"--host", "imap1", "--drain-timeout", "30s"}
 	relay := startRelayProc(t, "relay#1", held, relayArgs...)
 
