@@ -16,6 +16,12 @@
 //	occurrences  each place a body was put: log position, time, event, folder (uniqueid), its name then, owner (custodian), UID
 //	missing      each message whose body could not be fetched, with the reason (for a later backfill)
 //	folder_names every name each folder (uniqueid) ever had
+//	policies, holds, gone, erased_people   retention policies, legal holds, and the bodies erased or purged (governance.go)
+//
+// With a site key (store/blob.WithSiteKey) bodies are encrypted at rest,
+// each under a data key of its own, and erasing one (GDPR) destroys its
+// key: see governance.go for retention, holds, erasure and purge, which
+// are all events in the log.
 //
 // Times are the event times (UTC): an occurrence's time is when the
 // message arrived in that folder.
@@ -56,11 +62,12 @@ func Paths(dataDir string) (blobs, projection string) {
 }
 
 // Events are the events that carry bodies or name folders.
+// and Bonnie's governance events (GovernanceEvents).
 var Events = bonnie.Mask(bonnie.MessageAppend, bonnie.MessageNew, bonnie.MessageCopy, bonnie.MessageMove,
-	bonnie.MailboxCreate, bonnie.MailboxRename)
+	bonnie.MailboxCreate, bonnie.MailboxRename) | GovernanceEvents
 
 // schemaVersion: a projection of another version is dropped and rebuilt.
-const schemaVersion = 1
+const schemaVersion = 2
 
 const schema = `
 CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;
@@ -82,6 +89,7 @@ CREATE TABLE occurrences (
 	path         TEXT NOT NULL,   -- the folder's name at that time
 	owner        TEXT NOT NULL,   -- login in the folder's name; '' for shared folders
 	owner_id     TEXT NOT NULL,   -- persistent identity, when resolved
+	owner_groups TEXT NOT NULL,   -- the owner's groups then: |id|name|id|name|
 	uid_validity INTEGER NOT NULL,
 	uid          INTEGER NOT NULL,
 	PRIMARY KEY (position, message)
@@ -106,6 +114,34 @@ CREATE TABLE folder_names (
 	PRIMARY KEY (folder, path)
 ) WITHOUT ROWID;
 CREATE INDEX folder_names_path ON folder_names(path);
+CREATE TABLE policies (
+	id       TEXT PRIMARY KEY,
+	spec     TEXT NOT NULL,    -- Policy as JSON
+	position INTEGER NOT NULL, -- the event that set it
+	time     TEXT NOT NULL,
+	actor    TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE holds (
+	id                TEXT PRIMARY KEY,
+	spec              TEXT NOT NULL, -- Hold as JSON
+	position          INTEGER NOT NULL,
+	time              TEXT NOT NULL,
+	actor             TEXT NOT NULL,
+	released_position INTEGER NOT NULL DEFAULT 0,
+	released_time     TEXT NOT NULL DEFAULT '',
+	released_actor    TEXT NOT NULL DEFAULT ''
+) WITHOUT ROWID;
+CREATE TABLE gone (
+	digest   TEXT PRIMARY KEY,
+	kind     TEXT NOT NULL,    -- erased | purged
+	position INTEGER NOT NULL, -- the Erasure or Purge event
+	time     TEXT NOT NULL,
+	actor    TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE erased_people (
+	person   TEXT PRIMARY KEY, -- a login or persistent id
+	position INTEGER NOT NULL
+) WITHOUT ROWID;
 `
 
 // timeLayout sorts as text in time order.
@@ -163,7 +199,7 @@ func (a *Archive) migrate(ctx context.Context) error {
 	}
 	// New, or another version: (re)build from nothing; the engine or
 	// CatchUp replays the log into it.
-	for _, t := range []string{"meta", "bodies", "occurrences", "missing", "folder_names"} {
+	for _, t := range []string{"meta", "bodies", "occurrences", "missing", "folder_names", "policies", "holds", "gone", "erased_people"} {
 		if _, err := tx.ExecContext(ctx, "DROP TABLE IF EXISTS "+t); err != nil {
 			return fmt.Errorf("archive: %w", err)
 		}
@@ -305,14 +341,26 @@ func (a *Archive) batchTo(ctx context.Context, recs []bonnie.Record, pos bonnie.
 			it.digest, it.size, mid, fmtTime(it.internalDate), it.position); err != nil {
 			return fmt.Errorf("archive: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO occurrences(position, message, digest, time, event, folder, path, owner, owner_id, uid_validity, uid)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, it.position, it.message, it.digest, fmtTime(it.time), it.event,
-			it.folder, it.path, it.owner, it.ownerID, it.uidValidity, it.uid); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO occurrences(position, message, digest, time, event, folder, path, owner, owner_id, owner_groups, uid_validity, uid)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, it.position, it.message, it.digest, fmtTime(it.time), it.event,
+			it.folder, it.path, it.owner, it.ownerID, it.groups, it.uidValidity, it.uid); err != nil {
+			return fmt.Errorf("archive: %w", err)
+		}
+		// The same bytes delivered again after an erasure or a purge are
+		// stored anew (a new delivery is new data).
+		if _, err := tx.ExecContext(ctx, `DELETE FROM gone WHERE digest = ? AND position < ?`, it.digest, it.position); err != nil {
 			return fmt.Errorf("archive: %w", err)
 		}
 		// The body fetched later than a failure fills the gap.
 		if _, err := tx.ExecContext(ctx, `DELETE FROM missing WHERE message = ?`, it.message); err != nil {
 			return fmt.Errorf("archive: %w", err)
+		}
+	}
+	for _, rec := range recs {
+		if rec.Event != nil && GovernanceEvents.Has(rec.Event.Type) {
+			if err := indexGovernance(ctx, tx, rec); err != nil {
+				return err
+			}
 		}
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE meta SET v = CAST(max(CAST(v AS INTEGER), ?) AS TEXT) WHERE k = 'position'`, uint64(pos)); err != nil {
@@ -338,6 +386,7 @@ type item struct {
 	folder, path string
 	owner        string
 	ownerID      string
+	groups       string
 	uidValidity  uint32
 	uid          uint32
 	err          string
@@ -351,12 +400,18 @@ func extract(rec bonnie.Record) []item {
 	if ev == nil {
 		return nil
 	}
-	ownerID := ""
+	ownerID, groups := "", ""
 	if ev.Identities != nil && ev.Identities.Owner != nil && !ev.Identities.Owner.Unresolved {
 		ownerID = ev.Identities.Owner.ID
+		for _, g := range ev.Identities.Owner.Groups {
+			groups += "|" + g.ID + "|" + g.Name
+		}
+		if groups != "" {
+			groups += "|"
+		}
 	}
 	base := item{position: rec.Position, time: ev.Time, event: ev.Type.String(), folder: ev.MailboxID,
-		path: ev.Mailbox.Name, owner: ev.Mailbox.Owner, ownerID: ownerID, uidValidity: ev.Mailbox.UIDValidity}
+		path: ev.Mailbox.Name, owner: ev.Mailbox.Owner, ownerID: ownerID, groups: groups, uidValidity: ev.Mailbox.UIDValidity}
 	var out []item
 	seen := map[string]bool{}
 	for i, b := range ev.Bodies {
@@ -399,7 +454,7 @@ func extract(rec bonnie.Record) []item {
 		folder, uv, uid := splitKey(id)
 		if folder != ev.MailboxID {
 			// Not the event's folder: its name is looked up at query time.
-			it.folder, it.path, it.owner, it.ownerID = folder, "", "", ""
+			it.folder, it.path, it.owner, it.ownerID, it.groups = folder, "", "", "", ""
 		}
 		it.uidValidity, it.uid = uv, uid
 		out = append(out, it)
@@ -496,6 +551,7 @@ type Occurrence struct {
 	UIDValidity uint32          `json:"uidValidity"`
 	UID         uint32          `json:"uid"`
 	digest      string
+	groups      string
 }
 
 // Body is one stored body and where it was put.
@@ -634,7 +690,7 @@ func (a *Archive) occurrences(ctx context.Context, where string, args ...any) ([
 	rows, err := a.db.QueryContext(ctx, `SELECT o.position, o.time, o.event, o.message, o.folder,
 		CASE WHEN o.path <> '' THEN o.path ELSE COALESCE((SELECT n.path FROM folder_names n WHERE n.folder = o.folder AND n.position <= o.position ORDER BY n.position DESC LIMIT 1),
 			(SELECT n.path FROM folder_names n WHERE n.folder = o.folder ORDER BY n.position LIMIT 1), '') END,
-		o.owner, o.owner_id, o.uid_validity, o.uid, o.digest
+		o.owner, o.owner_id, o.uid_validity, o.uid, o.digest, o.owner_groups
 		FROM occurrences o `+where+` ORDER BY o.position, o.message`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("archive: %w", err)
@@ -644,7 +700,7 @@ func (a *Archive) occurrences(ctx context.Context, where string, args ...any) ([
 	for rows.Next() {
 		var o Occurrence
 		var t string
-		if err := rows.Scan(&o.Position, &t, &o.Event, &o.Message, &o.Folder, &o.Path, &o.Owner, &o.OwnerID, &o.UIDValidity, &o.UID, &o.digest); err != nil {
+		if err := rows.Scan(&o.Position, &t, &o.Event, &o.Message, &o.Folder, &o.Path, &o.Owner, &o.OwnerID, &o.UIDValidity, &o.UID, &o.digest, &o.groups); err != nil {
 			return nil, fmt.Errorf("archive: %w", err)
 		}
 		o.Time = parseTime(t)

@@ -47,17 +47,27 @@ const benchFolder = "bench0folder0uniqueid0001"
 // from a Cyrus spool layout (read, SHA-256, zstd, fsync, rename), append
 // the event with its BodyRef to the log (SQLite, synchronous=FULL), and
 // the archive sink indexing it; the clock stops when the sink has indexed
-// the last one.
+// the last one. The -encrypted variants store bodies encrypted at rest
+// (a data key per body, wrapped by a site key, in a key file of its own).
 func BenchmarkArchiveIngest(b *testing.B) {
 	prose := testmail.Prose()
-	for _, tc := range []struct {
-		name string
-		size int
-		make func(id string) []byte
-	}{
-		{"typical-5KB", 5 << 10, func(id string) []byte { return testmail.Realistic(id, 5<<10, prose).Bytes }},
-		{"large-5MB", 5 << 20, func(id string) []byte { return testmail.Large(id, 5<<20, uint64(len(id))+fnv(id)).Bytes }},
+	type benchCase struct {
+		name    string
+		size    int
+		make    func(id string) []byte
+		encrypt bool
+	}
+	var cases []benchCase
+	for _, tc := range []benchCase{
+		{"typical-5KB", 5 << 10, func(id string) []byte { return testmail.Realistic(id, 5<<10, prose).Bytes }, false},
+		{"large-5MB", 5 << 20, func(id string) []byte { return testmail.Large(id, 5<<20, uint64(len(id))+fnv(id)).Bytes }, false},
 	} {
+		cases = append(cases, tc)
+		tc.name += "-encrypted"
+		tc.encrypt = true
+		cases = append(cases, tc)
+	}
+	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
 			ctx := context.Background()
 			dir := b.TempDir()
@@ -83,7 +93,15 @@ func BenchmarkArchiveIngest(b *testing.B) {
 			}
 			defer lg.Close()
 			blobs, proj := archive.Paths(dir)
-			store, err := blob.Open(blobs)
+			var opts []blob.Option
+			if tc.encrypt {
+				key, err := blob.WriteKeyFile(filepath.Join(dir, "site.key"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				opts = append(opts, blob.WithSiteKey(key))
+			}
+			store, err := blob.Open(blobs, opts...)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -139,9 +157,17 @@ func BenchmarkArchiveIngest(b *testing.B) {
 }
 
 // storeSize returns the bytes of the store's files and the disk space
-// they take (whole blocks).
+// they take (whole blocks), key files included.
 func storeSize(tb testing.TB, s *blob.Store) (files, alloc int64) {
 	tb.Helper()
+	keys, _ := filepath.Glob(filepath.Join(s.Root(), "keys", "*", "*.key"))
+	for _, k := range keys {
+		var st syscall.Stat_t
+		if err := syscall.Stat(k, &st); err == nil {
+			files += st.Size
+			alloc += st.Blocks * 512
+		}
+	}
 	err := s.Walk(context.Background(), func(d string, size int64, err error) error {
 		files += size
 		var st syscall.Stat_t
@@ -172,8 +198,19 @@ func fnv(s string) uint64 {
 // The corpus: 2,000 messages of realistic size (70% 2-8 KB text, 25%
 // 20-200 KB with an attachment, 5% 1-5 MB), each delivered to 1 recipient
 // (70%), 2-5 (20%), 10-50 (9%) or 500 (1%, all staff), plus every 20th
-// message forwarded once (new bytes, same attachment: no dedup).
+// message forwarded once (new bytes, same attachment: no dedup). The
+// encrypted variant stores them encrypted at rest.
 func BenchmarkDedupCorpus(b *testing.B) {
+	for _, encrypt := range []bool{false, true} {
+		name := "plain"
+		if encrypt {
+			name = "encrypted"
+		}
+		b.Run(name, func(b *testing.B) { benchmarkDedupCorpus(b, encrypt) })
+	}
+}
+
+func benchmarkDedupCorpus(b *testing.B, encrypt bool) {
 	prose := testmail.Prose()
 	r := rand.New(rand.NewPCG(1, 2))
 	type msg struct {
@@ -211,7 +248,16 @@ func BenchmarkDedupCorpus(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		b.StopTimer()
-		store, err := blob.Open(b.TempDir())
+		dir := b.TempDir()
+		var opts []blob.Option
+		if encrypt {
+			key, err := blob.WriteKeyFile(filepath.Join(dir, "site.key"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			opts = append(opts, blob.WithSiteKey(key))
+		}
+		store, err := blob.Open(filepath.Join(dir, "blobs"), opts...)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -102,9 +102,13 @@ type Manifest struct {
 	// HowToCheck says in words how the hashes relate to the files.
 	HowToCheck string            `json:"howToCheck"`
 	Messages   []ManifestMessage `json:"messages"`
-	Count      int               `json:"count"`
-	Bytes      int64             `json:"bytes"`
-	Files      []ManifestFile    `json:"files,omitempty"`
+	// Gone are the bodies the query selects that the log erased or
+	// purged (an Erasure or Purge event): not in the export, named so
+	// that their absence is explained.
+	Gone  []GoneBody     `json:"gone,omitempty"`
+	Count int            `json:"count"`
+	Bytes int64          `json:"bytes"`
+	Files []ManifestFile `json:"files,omitempty"`
 }
 
 const (
@@ -138,12 +142,24 @@ func (a *Archive) Export(ctx context.Context, req ExportRequest) (*ExportResult,
 	if req.Output == "" {
 		return nil, errors.New("archive: export needs an output file")
 	}
-	bodies, err := a.Find(ctx, req.Query)
+	found, err := a.Find(ctx, req.Query)
 	if err != nil {
 		return nil, err
 	}
 	m := &Manifest{Format: ManifestFormat, Container: req.Format, Query: req.Query, RunBy: req.RunBy,
 		CreatedAt: time.Now().UTC(), Hash: "SHA-256", Messages: []ManifestMessage{}}
+	var bodies []Body
+	for _, b := range found {
+		g, err := a.Gone(ctx, b.Digest)
+		if err != nil {
+			return nil, err
+		}
+		if g != nil {
+			m.Gone = append(m.Gone, *g)
+			continue
+		}
+		bodies = append(bodies, b)
+	}
 	if req.Log != nil {
 		if st, err := logState(ctx, req.Log); err == nil {
 			m.Log = st

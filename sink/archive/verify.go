@@ -13,10 +13,12 @@ import (
 
 // Kinds of Problem.
 const (
-	ProblemMissing = "missing" // the log names a body the store does not hold
-	ProblemCorrupt = "corrupt" // the file does not hold the bytes its name promises
-	ProblemSize    = "size"    // the bytes hash right but their size is not the log's
-	ProblemStore   = "store"   // a file in the store that is not a body file
+	ProblemMissing = "missing"       // the log names a body the store does not hold
+	ProblemCorrupt = "corrupt"       // the file does not hold the bytes its name promises
+	ProblemSize    = "size"          // the bytes hash right but their size is not the log's
+	ProblemStore   = "store"         // a file in the store that is not a body file
+	ProblemKey     = "key"           // an encrypted body, and no (or another) site key to check it
+	ProblemNotGone = "not-destroyed" // the log erased or purged the body; the store still holds it
 )
 
 // Problem is one thing Verify found wrong, naming the file.
@@ -44,6 +46,9 @@ type VerifyReport struct {
 	// Missing are the messages whose bodies could not be fetched at
 	// ingest: gaps the log recorded (a backfill can fill them).
 	Missing []Missing `json:"missing,omitempty"`
+	// Gone are the bodies the log erased or purged (their Erasure or Purge
+	// event): not checked, not failures.
+	Gone []GoneBody `json:"gone,omitempty"`
 }
 
 // OK reports whether every body the log names is in the store, intact.
@@ -66,12 +71,33 @@ func (a *Archive) Verify(ctx context.Context, workers int, progress func(done, t
 	if err := a.EachBody(ctx, func(b Body) error { all = append(all, b); return nil }); err != nil {
 		return nil, err
 	}
-	rep := &VerifyReport{Bodies: len(all)}
+	gone, err := a.GoneBodies(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rep := &VerifyReport{}
 	known := make(map[string]bool, len(all))
+	for _, g := range gone {
+		known[g.Digest] = true
+		if ok, err := a.blobs.Has(g.Digest); err != nil {
+			return nil, err
+		} else if ok {
+			rep.Problems = append(rep.Problems, Problem{Kind: ProblemNotGone, Digest: g.Digest, Path: a.blobs.Path(g.Digest),
+				Detail: fmt.Sprintf("%s at log position %d; the store still holds it (run the erasure or purge again to finish)", g.Kind, g.Position)})
+		}
+		rep.Gone = append(rep.Gone, g)
+	}
+	live := all[:0]
 	for _, b := range all {
+		if known[b.Digest] {
+			continue
+		}
 		known[b.Digest] = true
 		rep.Bytes += b.Size
+		live = append(live, b)
 	}
+	all = live
+	rep.Bodies = len(all)
 
 	var mu sync.Mutex
 	done := 0
@@ -95,7 +121,6 @@ func (a *Archive) Verify(ctx context.Context, workers int, progress func(done, t
 			}
 		}()
 	}
-	var err error
 feed:
 	for _, b := range all {
 		select {
@@ -138,7 +163,12 @@ func (a *Archive) verifyOne(b Body) *Problem {
 	path := a.blobs.Path(b.Digest)
 	n, err := a.blobs.Verify(b.Digest)
 	var ce *blob.CorruptError
+	var ge *blob.GoneError
 	switch {
+	case errors.As(err, &ge):
+		return &Problem{Kind: ProblemMissing, Digest: b.Digest, Path: path, Detail: "the store says " + ge.Error() + ", the log records no such erasure or purge"}
+	case errors.Is(err, blob.ErrNoSiteKey), errors.Is(err, blob.ErrWrongSiteKey):
+		return &Problem{Kind: ProblemKey, Digest: b.Digest, Path: path, Detail: err.Error()}
 	case errors.Is(err, blob.ErrNotFound):
 		return &Problem{Kind: ProblemMissing, Digest: b.Digest, Path: path, Detail: "the log names this body; the store does not hold it"}
 	case errors.As(err, &ce):

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -34,11 +36,9 @@ func BenchmarkPut(b *testing.B) {
 		{"typical-5KB", func(i int) []byte { return testmail.Realistic(fmt.Sprint("p", i), 5<<10, prose).Bytes }},
 		{"large-5MB", func(i int) []byte { return testmail.Large(fmt.Sprint("p", i), 5<<20, uint64(i)).Bytes }},
 	} {
-		for _, stream := range []bool{false, true} {
-			name := tc.name + "/Put"
-			if stream {
-				name = tc.name + "/PutReader"
-			}
+		for _, mode := range []string{"Put", "PutReader", "Put-encrypted", "PutReader-encrypted"} {
+			stream := strings.HasPrefix(mode, "PutReader")
+			name := tc.name + "/" + mode
 			b.Run(name, func(b *testing.B) {
 				bodies := make([][]byte, b.N)
 				var raw int64
@@ -46,7 +46,7 @@ func BenchmarkPut(b *testing.B) {
 					bodies[i] = tc.make(i)
 					raw += int64(len(bodies[i]))
 				}
-				s, err := blob.Open(b.TempDir())
+				s, err := blob.Open(b.TempDir(), encryptOpt(b, strings.HasSuffix(mode, "-encrypted"))...)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -95,18 +95,39 @@ func BenchmarkPutDuplicate(b *testing.B) {
 	}
 }
 
-// BenchmarkVerify reads a body back: decompress and SHA-256.
-func BenchmarkVerify(b *testing.B) {
-	s, _ := blob.Open(b.TempDir())
-	body := testmail.Large("v", 5<<20, 1).Bytes
-	info, err := s.Put(body)
+// encryptOpt returns the option of a store encrypted under a new site
+// key, or none.
+func encryptOpt(b *testing.B, encrypt bool) []blob.Option {
+	if !encrypt {
+		return nil
+	}
+	k, err := blob.WriteKeyFile(filepath.Join(b.TempDir(), "site.key"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.SetBytes(int64(len(body)))
-	for b.Loop() {
-		if _, err := s.Verify(info.Digest); err != nil {
-			b.Fatal(err)
+	return []blob.Option{blob.WithSiteKey(k)}
+}
+
+// BenchmarkVerify reads a body back: (decrypt,) decompress and SHA-256.
+func BenchmarkVerify(b *testing.B) {
+	for _, encrypt := range []bool{false, true} {
+		name := "plain"
+		if encrypt {
+			name = "encrypted"
 		}
+		b.Run(name, func(b *testing.B) {
+			s, _ := blob.Open(b.TempDir(), encryptOpt(b, encrypt)...)
+			body := testmail.Large("v", 5<<20, 1).Bytes
+			info, err := s.Put(body)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				if _, err := s.Verify(info.Digest); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -5,6 +5,9 @@
 // overwritten:
 //
 //	ROOT/ab/ab12…(64 hex digits).zst   the body with SHA-256 ab12…, one zstd frame with its checksum
+//	ROOT/ab/ab12….zenc                  the same, encrypted (WithSiteKey; crypt.go)
+//	ROOT/keys/ab/ab12….KEYID.key        an encrypted body's data key, wrapped by the site key
+//	ROOT/gone/ab/ab12…                  tombstone of an erased or purged body (Erase, Purge)
 //	ROOT/tmp/                          files being written (ignored by readers, cleaned at Open)
 //
 // The same message delivered to 500 recipients is stored once: Put hashes
@@ -20,10 +23,12 @@
 // the file's name, without Bonnie. Verify does the same (SHA-256 of the
 // decompressed bytes against the name) and names the file that fails.
 //
-// The suffix of a file names its encoding. Only ".zst" exists today; an
-// encrypted encoding (per-message keys, so that erasure is the destruction
-// of a key) would be a new suffix beside it, found by the same digest, so
-// that stores holding both stay readable.
+// The suffix of a file names its encoding: ".zst" for plain zstd, ".zenc"
+// for a body encrypted under a data key of its own (WithSiteKey; see
+// crypt.go for the format, key files and erasure). Both are found by the
+// same digest, so a store holding both stays readable and dedup spans
+// them: a body stored plain before encryption was enabled is not stored
+// again.
 //
 // The backup sink shares this store: a body archived is a body backed up.
 package blob
@@ -93,6 +98,7 @@ type Store struct {
 	root  string
 	tmp   string
 	level zstd.EncoderLevel
+	site  *SiteKey // nil: bodies are written unencrypted
 
 	encOnce sync.Once
 	enc     *zstd.Encoder // EncodeAll is safe for concurrent use
@@ -155,25 +161,36 @@ func Digest(b []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// Path returns the file that holds (or would hold) the body with digest d.
+// Path returns the file that holds the body with digest d: the encrypted
+// file when there is one, else the plain one (which may not exist).
 func (s *Store) Path(d string) string {
-	return filepath.Join(s.root, d[:2], d+Suffix)
+	if ok, _ := exists(s.encPath(d)); ok {
+		return s.encPath(d)
+	}
+	return s.plainPath(d)
 }
 
-// Has reports whether the store holds a body with digest d (without
-// checking its bytes; see Verify).
+func (s *Store) plainPath(d string) string { return filepath.Join(s.root, d[:2], d+Suffix) }
+
+// newPath is where a body written now goes.
+func (s *Store) newPath(d string) string {
+	if s.site != nil {
+		return s.encPath(d)
+	}
+	return s.plainPath(d)
+}
+
+// Has reports whether the store holds a body with digest d, encrypted or
+// not (without checking its bytes; see Verify). An erased or purged body
+// is not held.
 func (s *Store) Has(d string) (bool, error) {
 	if !ValidDigest(d) {
 		return false, fmt.Errorf("blob: invalid digest %q", d)
 	}
-	_, err := os.Lstat(s.Path(d))
-	if err == nil {
-		return true, nil
+	if ok, err := exists(s.encPath(d)); err != nil || ok {
+		return ok, err
 	}
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	return false, fmt.Errorf("blob: %w", err)
+	return exists(s.plainPath(d))
 }
 
 // encoderOptions: the level, the frame checksum, and entropy coding of
@@ -214,14 +231,29 @@ func (s *Store) Put(b []byte) (Info, error) {
 	if err != nil {
 		return info, err
 	}
-	if _, err := f.Write(*bp); err != nil {
+	cw := &countWriter{w: f}
+	var w io.Writer = cw
+	var z *sealer
+	if s.site != nil {
+		if z, err = s.newSealer(cw); err != nil {
+			f.Close()
+			os.Remove(f.Name())
+			return info, fmt.Errorf("blob: encrypt: %w", err)
+		}
+		w = z
+	}
+	_, err = w.Write(*bp)
+	if err == nil && z != nil {
+		err = z.Close()
+	}
+	if err != nil {
 		f.Close()
 		os.Remove(f.Name())
 		return info, fmt.Errorf("blob: write %s: %w", f.Name(), err)
 	}
-	info.Created, err = s.commit(f, d)
+	info.Created, err = s.commit(f, d, z)
 	if info.Created {
-		info.Stored = int64(len(*bp))
+		info.Stored = cw.n
 	}
 	return info, err
 }
@@ -247,7 +279,16 @@ func (s *Store) PutReader(r io.Reader) (Info, error) {
 		}
 	}
 	cw := &countWriter{w: f}
-	enc.Reset(cw)
+	var z *sealer
+	if s.site != nil {
+		if z, err = s.newSealer(cw); err != nil {
+			s.streams.Put(enc)
+			return fail(fmt.Errorf("blob: encrypt: %w", err))
+		}
+		enc.Reset(z)
+	} else {
+		enc.Reset(cw)
+	}
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(h, enc), r)
 	if err != nil {
@@ -258,6 +299,11 @@ func (s *Store) PutReader(r io.Reader) (Info, error) {
 	if err := enc.Close(); err != nil {
 		return fail(fmt.Errorf("blob: compress: %w", err))
 	}
+	if z != nil {
+		if err := z.Close(); err != nil {
+			return fail(fmt.Errorf("blob: encrypt: %w", err))
+		}
+	}
 	enc.Reset(nil)
 	s.streams.Put(enc)
 	d := hex.EncodeToString(h.Sum(nil))
@@ -267,7 +313,7 @@ func (s *Store) PutReader(r io.Reader) (Info, error) {
 		os.Remove(f.Name())
 		return info, err
 	}
-	info.Created, err = s.commit(f, d)
+	info.Created, err = s.commit(f, d, z)
 	if info.Created {
 		info.Stored = cw.n
 	}
@@ -294,33 +340,57 @@ func (s *Store) tempFile() (*os.File, error) {
 }
 
 // commit syncs and closes the temporary file f and moves it to the name
-// of digest d without replacing anything there. It reports whether it
-// created the file (false: another writer stored the same body first).
-func (s *Store) commit(f *os.File, d string) (bool, error) {
+// of digest d without replacing anything there; an encrypted body's key
+// (z) is written first. It reports whether it created the file (false:
+// another writer stored the same body first).
+func (s *Store) commit(f *os.File, d string, z *sealer) (bool, error) {
 	tmp := f.Name()
 	defer os.Remove(tmp) // gone after a rename; the leftover after a link or a failure
+	// An encrypted body's key goes first (written, synced, renamed), so
+	// that the body's own sync carries the key's directory entry on file
+	// systems that commit metadata in order (ext4: the keys directory's
+	// sync below then costs nothing); elsewhere that sync makes it durable.
+	var key string
+	if z != nil {
+		var err error
+		if key, err = s.commitKey(d, z); err != nil {
+			f.Close()
+			return false, err
+		}
+	}
+	fail := func(err error) (bool, error) {
+		if key != "" {
+			os.Remove(key)
+		}
+		return false, err
+	}
 	if err := f.Chmod(0o440); err != nil {
 		f.Close()
-		return false, fmt.Errorf("blob: %w", err)
+		return fail(fmt.Errorf("blob: %w", err))
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()
-		return false, fmt.Errorf("blob: sync %s: %w", tmp, err)
+		return fail(fmt.Errorf("blob: sync %s: %w", tmp, err))
 	}
 	if err := f.Close(); err != nil {
-		return false, fmt.Errorf("blob: close %s: %w", tmp, err)
+		return fail(fmt.Errorf("blob: close %s: %w", tmp, err))
+	}
+	if key != "" {
+		if err := syncDir(filepath.Dir(key)); err != nil {
+			return fail(fmt.Errorf("blob: sync %s: %w", filepath.Dir(key), err))
+		}
 	}
 	shard := filepath.Join(s.root, d[:2])
 	if err := s.ensureShard(shard); err != nil {
-		return false, err
+		return fail(err)
 	}
-	final := s.Path(d)
+	final := s.newPath(d)
 	created, err := renameNoReplace(tmp, final)
 	if err != nil {
-		return false, fmt.Errorf("blob: store %s: %w", final, err)
+		return fail(fmt.Errorf("blob: store %s: %w", final, err))
 	}
 	if !created {
-		return false, nil
+		return fail(nil) // the body stored first keeps its own key
 	}
 	if err := syncDir(shard); err != nil {
 		return true, fmt.Errorf("blob: sync %s: %w", shard, err)
@@ -377,8 +447,10 @@ func (s *Store) decoder(r io.Reader) (*zstd.Decoder, error) {
 
 // Open returns a reader of the exact bytes of the body with digest d. The
 // reader checks them as they are read: instead of io.EOF it returns a
-// *CorruptError when the file cannot be decompressed or the bytes do not
-// hash to d. A missing body is ErrNotFound.
+// *CorruptError when the file cannot be decrypted (altered) or
+// decompressed or the bytes do not hash to d. An erased or purged body is
+// a *GoneError, a missing one ErrNotFound; an encrypted body needs the
+// site key (ErrNoSiteKey, ErrWrongSiteKey).
 func (s *Store) Open(d string) (io.ReadCloser, error) {
 	if !ValidDigest(d) {
 		return nil, fmt.Errorf("blob: invalid digest %q", d)
@@ -386,13 +458,28 @@ func (s *Store) Open(d string) (io.ReadCloser, error) {
 	p := s.Path(d)
 	f, err := os.Open(p)
 	if errors.Is(err, fs.ErrNotExist) {
+		if ts, gerr := s.Gone(d); gerr == nil && ts != nil {
+			return nil, &GoneError{Digest: d, Tombstone: *ts}
+		}
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, d)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("blob: %w", err)
 	}
-	dec, err := s.decoder(f)
+	var src io.Reader = f
+	if strings.HasSuffix(p, EncSuffix) {
+		if src, err = s.openEncrypted(d, f); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	dec, err := s.decoder(src)
 	if err != nil {
+		var ce *CorruptError
+		if errors.As(err, &ce) {
+			f.Close()
+			return nil, err
+		}
 		f.Close()
 		return nil, &CorruptError{Digest: d, Path: p, Reason: "not a zstd stream: " + err.Error()}
 	}
@@ -426,7 +513,12 @@ func (r *reader) Read(p []byte) (int, error) {
 			r.err = io.EOF
 		}
 	case err != nil:
-		r.err = &CorruptError{Digest: r.digest, Path: r.path, Reason: "cannot decompress: " + err.Error()}
+		var ce *CorruptError
+		if errors.As(err, &ce) {
+			r.err = ce
+		} else {
+			r.err = &CorruptError{Digest: r.digest, Path: r.path, Reason: "cannot decompress: " + err.Error()}
+		}
 	}
 	return n, r.err
 }
@@ -485,6 +577,9 @@ func (s *Store) Walk(ctx context.Context, fn func(digest string, stored int64, e
 			}
 			p := filepath.Join(s.root, sh.Name(), f.Name())
 			d, ok := strings.CutSuffix(f.Name(), Suffix)
+			if !ok {
+				d, ok = strings.CutSuffix(f.Name(), EncSuffix)
+			}
 			if !ok || !ValidDigest(d) || d[:2] != sh.Name() {
 				if err := fn("", 0, &CorruptError{Path: p, Reason: "not a body file name"}); err != nil {
 					return err
