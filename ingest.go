@@ -190,8 +190,13 @@ func (a *apply) run() {
 		CalendarAlarm, ApplePushService, ApplePushServiceDAV:
 		return
 	}
+	if ev.Type == Backfill || ev.Type == Reconcile {
+		// What a crawl of the server found (ingest_backfill.go).
+		a.crawled()
+		return
+	}
 	if OwnEvents.Has(ev.Type) {
-		// Bonnie's own records change no mailbox state.
+		// Bonnie's other own records change no mailbox state.
 		return
 	}
 	// Users are keyed by their persistent id once resolved (the login

@@ -61,10 +61,11 @@ func Paths(dataDir string) (blobs, projection string) {
 	return filepath.Join(dataDir, BlobsDir), filepath.Join(dataDir, filepath.FromSlash(ProjectionFile))
 }
 
-// Events are the events that carry bodies or name folders.
-// and Bonnie's governance events (GovernanceEvents).
+// Events are the events that carry bodies or name folders (the live ones,
+// and those a backfill or a reconciliation found on the server), and
+// Bonnie's governance events (GovernanceEvents).
 var Events = bonnie.Mask(bonnie.MessageAppend, bonnie.MessageNew, bonnie.MessageCopy, bonnie.MessageMove,
-	bonnie.MailboxCreate, bonnie.MailboxRename) | GovernanceEvents
+	bonnie.MailboxCreate, bonnie.MailboxRename, bonnie.Backfill, bonnie.Reconcile) | GovernanceEvents
 
 // schemaVersion: a projection of another version is dropped and rebuilt.
 const schemaVersion = 2
