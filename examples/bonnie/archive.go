@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
@@ -22,22 +23,41 @@ import (
 )
 
 func newArchiveCmd(g *globals) *cobra.Command {
+	af := &archiveFlags{}
 	cmd := &cobra.Command{
 		Use:   "archive",
-		Short: "Get, verify and reindex the archived message bodies",
+		Short: "Get, verify, reindex, retain, hold, erase and purge the archived message bodies",
 		Long: `The archive holds every message body once, under its SHA-256, in DIR/blobs
-(zstd files), and an index of where each was put in DIR/archive/archive.db,
-rebuilt from the log at will. Every command first brings the index up to
-the log's head.`,
+(zstd files, encrypted when bonnied runs with --key-file), and an index of
+where each was put in DIR/archive/archive.db, rebuilt from the log at will.
+Every command first brings the index up to the log's head.
+
+Retention policies, legal holds, erasures and purges are events in the log
+(vnd.bonnie.RetentionPolicy, LegalHold, Erasure, Purge) naming who did them
+(--actor, default: your user name): evidence in the same hash chain.`,
 	}
-	cmd.AddCommand(newArchiveGetCmd(g), newArchiveVerifyCmd(g), newArchiveReindexCmd(g))
+	cmd.PersistentFlags().StringVar(&af.keyFile, "key-file", "", "site key file of an encrypted body store (default $"+keyFileEnv+")")
+	cmd.PersistentFlags().StringVar(&af.actor, "actor", "", "who runs the command, recorded in the log (default: the OS user)")
+	cmd.AddCommand(newArchiveGetCmd(g, af), newArchiveVerifyCmd(g, af), newArchiveReindexCmd(g, af),
+		newArchiveKeygenCmd(), newArchiveRetentionCmd(g, af), newArchiveHoldCmd(g, af), newArchiveEraseCmd(g, af), newArchivePurgeCmd(g, af))
 	return cmd
 }
 
 // openArchive opens the log, the body store and the archive's index of a
 // data directory, and brings the index up to the log (rebuilt from
-// nothing with rebuild).
+// nothing with rebuild). The site key of an encrypted store is read from
+// $BONNIE_KEY_FILE.
 func openArchive(ctx context.Context, g *globals, rebuild bool) (bonnie.Store, *archive.Archive, error) {
+	return openArchiveWith(ctx, g, nil, rebuild)
+}
+
+// openArchiveWith is openArchive with the archive command's flags (af may
+// be nil).
+func openArchiveWith(ctx context.Context, g *globals, af *archiveFlags, rebuild bool) (bonnie.Store, *archive.Archive, error) {
+	opts, err := blobOptions(af)
+	if err != nil {
+		return nil, nil, err
+	}
 	blobs, proj := archive.Paths(g.data)
 	if _, err := os.Stat(blobs); errors.Is(err, fs.ErrNotExist) {
 		return nil, nil, fmt.Errorf("no body store at %s (bonnied --data %s --sinks archive creates it)", blobs, g.data)
@@ -46,7 +66,7 @@ func openArchive(ctx context.Context, g *globals, rebuild bool) (bonnie.Store, *
 	if err != nil {
 		return nil, nil, err
 	}
-	store, err := blob.Open(blobs)
+	store, err := blob.Open(blobs, opts...)
 	if err != nil {
 		lg.Close()
 		return nil, nil, err
@@ -69,7 +89,7 @@ func openArchive(ctx context.Context, g *globals, rebuild bool) (bonnie.Store, *
 	return lg, a, nil
 }
 
-func newArchiveGetCmd(g *globals) *cobra.Command {
+func newArchiveGetCmd(g *globals, af *archiveFlags) *cobra.Command {
 	var out string
 	cmd := &cobra.Command{
 		Use:   "get <Message-ID|sha256>",
@@ -77,11 +97,11 @@ func newArchiveGetCmd(g *globals) *cobra.Command {
 		Long: `Writes the exact bytes of one archived message, checked against its SHA-256
 before a byte is written. A Message-ID that names several different bodies
 (a resent or altered message) lists them: run again with the sha256 of the
-one you want.`,
+one you want. An erased or purged body fails with what the log says of it.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			lg, a, err := openArchive(ctx, g, false)
+			lg, a, err := openArchiveWith(ctx, g, af, false)
 			if err != nil {
 				return err
 			}
@@ -90,6 +110,12 @@ one you want.`,
 			digest, err := resolveBody(ctx, a, args[0], cmd.ErrOrStderr())
 			if err != nil {
 				return err
+			}
+			if gone, err := a.Gone(ctx, digest); err != nil {
+				return err
+			} else if gone != nil {
+				return fmt.Errorf("%s: %w: %s by %s at %s (log position %d); the body cannot be read any more",
+					digest, archive.ErrErased, gone.Kind, gone.Actor, gone.Time.UTC().Format(time.RFC3339), gone.Position)
 			}
 			// Check the whole body first: never write bytes that are not
 			// the archived message.
@@ -178,7 +204,7 @@ func writeAtomic(path string, r io.Reader) error {
 	return os.Rename(f.Name(), path)
 }
 
-func newArchiveVerifyCmd(g *globals) *cobra.Command {
+func newArchiveVerifyCmd(g *globals, af *archiveFlags) *cobra.Command {
 	var asJSON, rebuild, skipChain bool
 	cmd := &cobra.Command{
 		Use:   "verify",
@@ -186,12 +212,16 @@ func newArchiveVerifyCmd(g *globals) *cobra.Command {
 		Long: `Checks the log's hash chain, then reads every body the log names from the
 store, decompressing it, and compares its SHA-256 and size with the log's.
 A missing or altered file is reported by its path (exit status 1). Also
-listed: bodies the log recorded as not fetched, and store files no record
-names. --rebuild rebuilds the index from the whole log first.`,
+listed: bodies the log recorded as not fetched, bodies the log erased or
+purged (its Erasure and Purge events: listed as such, not as failures),
+and store files no record names. Encrypted bodies need the site key
+(--key-file); a tampered encrypted file does not authenticate and is
+reported as corrupt. --rebuild rebuilds the index from the whole log
+first.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			lg, a, err := openArchive(ctx, g, rebuild)
+			lg, a, err := openArchiveWith(ctx, g, af, rebuild)
 			if err != nil {
 				return err
 			}
@@ -239,11 +269,18 @@ names. --rebuild rebuilds the index from the whole log first.`,
 				for _, m := range rep.Missing {
 					fmt.Fprintf(out, "not fetched: position %d %s UID %d: %s\n", m.Position, m.Path, m.UID, m.Error)
 				}
+				for _, gb := range rep.Gone {
+					fmt.Fprintf(out, "%s: %s by %s at %s (log position %d)\n", gb.Kind, gb.Digest, gb.Actor, gb.Time.UTC().Format(time.RFC3339), gb.Position)
+				}
 				for _, u := range rep.Unreferenced {
 					fmt.Fprintf(out, "unreferenced: %s (no log record names it)\n", u)
 				}
 				if rep.OK() {
-					fmt.Fprintf(out, "ok: %d bodies (%d bytes) match the log\n", rep.Bodies, rep.Bytes)
+					fmt.Fprintf(out, "ok: %d bodies (%d bytes) match the log", rep.Bodies, rep.Bytes)
+					if len(rep.Gone) > 0 {
+						fmt.Fprintf(out, "; %d erased or purged as the log records", len(rep.Gone))
+					}
+					fmt.Fprintln(out)
 				} else {
 					fmt.Fprintf(out, "FAILED: %d of %d bodies do not match the log\n", len(rep.Problems), rep.Bodies)
 				}
@@ -260,14 +297,14 @@ names. --rebuild rebuilds the index from the whole log first.`,
 	return cmd
 }
 
-func newArchiveReindexCmd(g *globals) *cobra.Command {
+func newArchiveReindexCmd(g *globals, af *archiveFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "reindex",
 		Short: "Drop the archive's index and rebuild it from the log",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			lg, a, err := openArchive(ctx, g, true)
+			lg, a, err := openArchiveWith(ctx, g, af, true)
 			if err != nil {
 				return err
 			}

@@ -4,17 +4,23 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/bonnie-archive/bonnie"
+	"github.com/bonnie-archive/bonnie/sink/archive"
+	"github.com/bonnie-archive/bonnie/sink/discovery"
+	"github.com/bonnie-archive/bonnie/store/blob"
 )
 
 // logReader is what the identity commands read of a log.
@@ -141,6 +147,25 @@ type historyResult struct {
 	Query   string         `json:"query"`
 	Persons []person       `json:"persons"`
 	Events  []historyEntry `json:"events"`
+	// Sessions summarises the person's sessions (login to logout), each
+	// with the number of events in it; the events themselves are in
+	// Events, with the session's id and client address.
+	Sessions []sessionSummary `json:"sessions"`
+}
+
+// sessionSummary is one session of the person.
+type sessionSummary struct {
+	Session       string          `json:"session"`
+	Login         string          `json:"login"`
+	ID            string          `json:"id"`
+	Service       string          `json:"service,omitempty"`
+	Client        string          `json:"client,omitempty"`
+	Start         time.Time       `json:"start"`
+	StartPosition bonnie.Position `json:"startPosition"`
+	End           *time.Time      `json:"end,omitempty"`
+	EndPosition   bonnie.Position `json:"endPosition,omitempty"`
+	Duration      string          `json:"duration,omitempty"`
+	Events        int             `json:"events"`
 }
 
 func newHistoryCmd(g *globals) *cobra.Command {
@@ -148,7 +173,7 @@ func newHistoryCmd(g *globals) *cobra.Command {
 		Use:   "history",
 		Short: "Show the history of an entity",
 	}
-	cmd.AddCommand(newHistoryUserCmd(g))
+	cmd.AddCommand(newHistoryUserCmd(g), newHistoryMessageCmd(g), newHistoryFolderCmd(g))
 	return cmd
 }
 
@@ -161,7 +186,9 @@ func newHistoryUserCmd(g *globals) *cobra.Command {
 had at any time, or a persistent id) and lists, in time order, every event they acted in under
 any of their names: logins with client address and session duration, reads, flag changes, moves,
 deletions, ACL changes they made... Identities come from the log (resolved at ingest, or later by
-the resolution pass), never from the directory now.`,
+the resolution pass), never from the directory now. Every event of a session carries the session's
+client address; --json adds a summary of each session (start, end, duration, client, number of
+events). The query itself is recorded in the log (vnd.bonnie.Query).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -170,6 +197,9 @@ the resolution pass), never from the directory now.`,
 				return err
 			}
 			defer lg.Close()
+			if err := recordQuery(ctx, g, "history user", map[string]any{"user": args[0]}); err != nil {
+				return err
+			}
 			res, err := userHistory(ctx, lg, args[0])
 			if err != nil {
 				return err
@@ -197,7 +227,7 @@ the resolution pass), never from the directory now.`,
 
 // userHistory runs the query: who was ever named q, and what they did.
 func userHistory(ctx context.Context, lg logReader, q string) (*historyResult, error) {
-	res := &historyResult{Query: q, Persons: []person{}, Events: []historyEntry{}}
+	res := &historyResult{Query: q, Persons: []person{}, Events: []historyEntry{}, Sessions: []sessionSummary{}}
 	// Pass 1: the persons, and every name each had.
 	persons := map[string]*person{}
 	var order []string
@@ -264,6 +294,12 @@ func userHistory(ctx context.Context, lg logReader, q string) (*historyResult, e
 				}
 			}
 		}
+		if e.Client == "" && ev.SessionID != "" {
+			// Cyrus names the client on Login only: the session carries it.
+			if i, ok := sessions[ev.SessionID]; ok {
+				e.Client = res.Events[i].Client
+			}
+		}
 		switch ev.Type {
 		case bonnie.Login:
 			if ev.SessionID != "" {
@@ -287,6 +323,7 @@ func userHistory(ctx context.Context, lg logReader, q string) (*historyResult, e
 	slices.SortStableFunc(res.Events, func(a, b historyEntry) int {
 		return cmp.Or(a.Time.Compare(b.Time), cmp.Compare(a.Position, b.Position))
 	})
+	res.Sessions = summariseSessions(res.Events)
 	// The persons: those of the directory, and the bare logins (unknown
 	// to the directory) that did something.
 	for _, id := range order {
@@ -329,4 +366,239 @@ func printHistory(w io.Writer, r *historyResult) {
 		}
 		fmt.Fprintln(w, b.String())
 	}
+}
+
+// summariseSessions lists the sessions the events open, in time order,
+// with their end and the number of events in each.
+func summariseSessions(events []historyEntry) []sessionSummary {
+	out := []sessionSummary{}
+	index := map[string]int{}
+	for _, e := range events {
+		if e.Event == bonnie.Login.String() && e.Session != "" {
+			index[e.Session] = len(out)
+			s := sessionSummary{Session: e.Session, Login: e.Login, ID: e.ID, Service: e.Service, Client: e.Client,
+				Start: e.Time, StartPosition: e.Position, End: e.End, Duration: e.Duration}
+			out = append(out, s)
+		}
+	}
+	for _, e := range events {
+		i, ok := index[e.Session]
+		if !ok {
+			continue
+		}
+		out[i].Events++
+		if e.Event == bonnie.Logout.String() {
+			out[i].EndPosition = e.Position
+		}
+	}
+	return out
+}
+
+// recordQuery appends the vnd.bonnie.Query event that records a
+// discovery question (who asked, what, from where) before it is
+// answered: no answer without its record in the chain of custody.
+func recordQuery(ctx context.Context, g *globals, command string, args any) error {
+	by := runBy()
+	raw, err := discovery.QueryEvent(discovery.Asked{By: by.User, Command: command, Args: args, Host: by.Host}, time.Time{})
+	if err != nil {
+		return err
+	}
+	if _, err := recordEvent(ctx, g, raw); err != nil {
+		return fmt.Errorf("record the query (chain of custody): %w", err)
+	}
+	return nil
+}
+
+// openDiscovery opens the log and the discovery index of the data
+// directory (DATA/discovery.db, with the archive's body store when there
+// is one), records the query, and brings the index up to the log's head,
+// so that a query works whether or not bonnied runs the discovery sink.
+func openDiscovery(ctx context.Context, g *globals, command string, args any) (*discovery.Index, func(), error) {
+	lg, err := openLog(ctx, g)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := recordQuery(ctx, g, command, args); err != nil {
+		lg.Close()
+		return nil, nil, err
+	}
+	var blobs *blob.Store
+	if dir, _ := archive.Paths(g.data); isDirectory(dir) {
+		opts, err := blobOptions(nil) // $BONNIE_KEY_FILE for encrypted bodies
+		if err != nil {
+			lg.Close()
+			return nil, nil, err
+		}
+		if blobs, err = blob.Open(dir, opts...); err != nil {
+			lg.Close()
+			return nil, nil, fmt.Errorf("body store: %w", err)
+		}
+	}
+	if err := ensureDir(g.data); err != nil {
+		lg.Close()
+		return nil, nil, err
+	}
+	x, err := discovery.Open(ctx, discovery.Path(g.data), blobs)
+	if err != nil {
+		lg.Close()
+		return nil, nil, err
+	}
+	if _, err := x.CatchUp(ctx, lg); err != nil {
+		x.Close()
+		lg.Close()
+		return nil, nil, err
+	}
+	lg.Close()
+	return x, func() { x.Close() }, nil
+}
+
+func isDirectory(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
+}
+
+// writeDiscoveryJSON writes v indented, without HTML escaping.
+func writeDiscoveryJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// discoveryNotFound turns the index's ErrNotFound into a quiet failure with its
+// message.
+func discoveryNotFound(err error) error {
+	if errors.Is(err, discovery.ErrNotFound) || errors.Is(err, discovery.ErrNoBodies) {
+		return &exitError{msg: err.Error()}
+	}
+	return err
+}
+
+// printEntries writes a timeline as a table.
+func printEntries(w io.Writer, es []discovery.Entry) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "POS\tTIME\tACTION\tFOLDER\tUID\tBY\tCLIENT\tSESSION\tDETAIL")
+	for _, e := range es {
+		by := e.Login
+		if e.ActorID != "" && e.ActorID != e.Login {
+			by += " (" + e.ActorID + ")"
+		}
+		if by == "" {
+			by = e.Service
+		}
+		uid := ""
+		if e.UID != 0 {
+			uid = strconv.FormatUint(uint64(e.UID), 10)
+		}
+		var detail []string
+		if e.FromPath != "" {
+			detail = append(detail, "from "+e.FromPath)
+		}
+		if len(e.Flags) > 0 {
+			detail = append(detail, "flags "+strings.Join(e.Flags, " "))
+		}
+		if e.ACLSubject != "" {
+			detail = append(detail, fmt.Sprintf("%s=%q", e.ACLSubject, e.ACLRights))
+		}
+		if e.Action == discovery.ActQuery && len(e.Detail) > 0 {
+			detail = append(detail, string(e.Detail))
+		}
+		if e.MessageID != "" {
+			detail = append(detail, e.MessageID)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Position, e.Time.UTC().Format("2006-01-02T15:04:05.000Z"),
+			e.Action, e.Path, uid, by, e.Client, shortSession(e.Session), strings.Join(detail, "; "))
+	}
+	tw.Flush()
+}
+
+// shortSession keeps the end of a Cyrus session id, which tells sessions
+// apart ("...-30423-1-5233442537427230527" -> "30423-1-52334425").
+func shortSession(s string) string {
+	if len(s) <= 24 {
+		return s
+	}
+	return "…" + s[len(s)-23:]
+}
+
+func newHistoryMessageCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "message MESSAGE-ID",
+		Short: "Everything that happened to a message, followed across copies, moves and folder renames",
+		Long: `history message lists, in time order, every place the message with MESSAGE-ID was (folder,
+UID) and what happened to it there: delivered or appended, read, flagged and unflagged, copied,
+moved, trashed, expunged, expired, restored, and the renames and deletion of the folders it was
+in. Each line names the actor (the login used and the persistent identity), the client address,
+the session and the log position of the event. The query itself is recorded in the log.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			x, done, err := openDiscovery(ctx, g, "history message", map[string]any{"messageId": args[0]})
+			if err != nil {
+				return err
+			}
+			defer done()
+			tl, err := x.Message(ctx, args[0])
+			if err != nil {
+				return discoveryNotFound(err)
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				return writeDiscoveryJSON(out, tl)
+			}
+			fmt.Fprintf(out, "message %s\n", tl.MessageID)
+			for _, p := range tl.Places {
+				fmt.Fprintf(out, "  %s uid %d (%s)  subject %q  from %s", p.Path, p.UID, p.State, cell(p.Subject, 60), p.From)
+				if p.Digest != "" {
+					fmt.Fprintf(out, "  sha256 %s", p.Digest)
+				}
+				fmt.Fprintln(out)
+			}
+			printEntries(out, tl.Entries)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newHistoryFolderCmd(g *globals) *cobra.Command {
+	var asJSON, messages bool
+	cmd := &cobra.Command{
+		Use:   "folder MAILBOX",
+		Short: "A folder's life: every name it had, creation, renames, ACL changes, deletion",
+		Long: `history folder names the folder as Cyrus does in its admin namespace, decoded
+("user.alice.Über"), by any name it ever had, or by its uniqueid, and lists every name it had and,
+in time order, its creation, renames, ACL grants and revocations, subscriptions and deletion, with
+actor, client, session and log position. --messages adds what happened to the messages in it.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			x, done, err := openDiscovery(ctx, g, "history folder", map[string]any{"folder": args[0], "messages": messages})
+			if err != nil {
+				return err
+			}
+			defer done()
+			fts, err := x.Folder(ctx, args[0], messages)
+			if err != nil {
+				return discoveryNotFound(err)
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				return writeDiscoveryJSON(out, fts)
+			}
+			for _, ft := range fts {
+				fmt.Fprintf(out, "folder %s\n", ft.Folder)
+				for _, n := range ft.Names {
+					fmt.Fprintf(out, "  named %s since %s (#%d)\n", n.Path, n.Since.UTC().Format(time.RFC3339Nano), n.Position)
+				}
+				printEntries(out, ft.Entries)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&messages, "messages", false, "also list what happened to the messages in the folder")
+	return cmd
 }

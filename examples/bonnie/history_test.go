@@ -13,6 +13,7 @@ import (
 	"github.com/bonnie-archive/bonnie"
 	"github.com/bonnie-archive/bonnie/identity"
 	"github.com/bonnie-archive/bonnie/internal/slapdtest"
+	"github.com/bonnie-archive/bonnie/sink/discovery"
 	"github.com/bonnie-archive/bonnie/store/sqlite"
 )
 
@@ -291,5 +292,108 @@ func TestResolveNeedsADirectory(t *testing.T) {
 	var res historyResult
 	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || len(res.Persons) != 1 || res.Persons[0].ID != "alice" || len(res.Events) == 0 {
 		t.Errorf("history of a log without identities: %d %+v", code, res.Persons)
+	}
+}
+
+// TestHistoryMessageAndFolder runs the discovery commands over the real
+// capture sequence, without a daemon: the index is built from the log on
+// demand, and every query is recorded in the log.
+func TestHistoryMessageAndFolder(t *testing.T) {
+	dir := newLog(t)
+	code, out, errs := bonnieCmd(t, nil, "--data", dir, "history", "message", "harness-2@example.org", "--json")
+	if code != 0 {
+		t.Fatalf("history message: %d %s", code, errs)
+	}
+	var tl discovery.MessageTimeline
+	if err := json.Unmarshal([]byte(out), &tl); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var acts []string
+	for _, e := range tl.Entries {
+		acts = append(acts, e.Action)
+		if e.Position == 0 || e.Time.IsZero() {
+			t.Errorf("entry without position or time: %+v", e)
+		}
+	}
+	want := []string{"appended", "read", "flagged", "flagged", "unflagged", "unread", "read", "flagged", "unflagged", "flagged",
+		"moved", "expunged", "renamed", "deleted"}
+	if !slices.Equal(acts, want) {
+		t.Errorf("actions %v\nwant %v", acts, want)
+	}
+	if e := tl.Entries[0]; e.Login != "alice" || e.Client != "127.0.0.1:43172" || e.Path != "user.alice" {
+		t.Errorf("first entry: %+v", e)
+	}
+
+	code, out, errs = bonnieCmd(t, nil, "--data", dir, "history", "message", "<harness-2@example.org>")
+	if code != 0 || !strings.Contains(out, "moved") || !strings.Contains(out, "from user.alice") || !strings.Contains(out, "127.0.0.1:43172") {
+		t.Errorf("text: %d\n%s%s", code, out, errs)
+	}
+	if code, _, errs := bonnieCmd(t, nil, "--data", dir, "history", "message", "<none@example.org>"); code != 1 || !strings.Contains(errs, "none@example.org") {
+		t.Errorf("unknown message: %d %s", code, errs)
+	}
+
+	code, out, errs = bonnieCmd(t, nil, "--data", dir, "history", "folder", "user.alice.Projects")
+	if code != 0 {
+		t.Fatalf("history folder: %d %s", code, errs)
+	}
+	for _, s := range []string{"named user.alice.Work", "named user.alice.Projects", "created", "acl granted", `bob="lrs"`, "acl revoked", "renamed", "deleted"} {
+		if !strings.Contains(out, s) {
+			t.Errorf("history folder lacks %q:\n%s", s, out)
+		}
+	}
+	// A folder named in modified UTF-7 on the wire, by its decoded name.
+	code, out, errs = bonnieCmd(t, nil, "--data", dir, "history", "folder", "user.alice.Bücher")
+	if code != 0 || !strings.Contains(out, "created") || !strings.Contains(out, "named user.alice.Bücher") {
+		t.Errorf("history folder user.alice.Bücher: %d\n%s%s", code, out, errs)
+	}
+	code, out, _ = bonnieCmd(t, nil, "--data", dir, "history", "folder", "kwv2nc0rutdhxg2phbung3vj", "--messages", "--json")
+	var fts []discovery.FolderTimeline
+	if code != 0 || json.Unmarshal([]byte(out), &fts) != nil || len(fts) != 1 || len(fts[0].Entries) <= 8 {
+		t.Errorf("history folder --messages: %d\n%s", code, out)
+	}
+
+	// The person's sessions are summarised.
+	code, out, _ = bonnieCmd(t, nil, "--data", dir, "history", "user", "alice", "--json")
+	var res historyResult
+	if code != 0 || json.Unmarshal([]byte(out), &res) != nil {
+		t.Fatalf("history user: %d\n%s", code, out)
+	}
+	var main *sessionSummary
+	for i := range res.Sessions {
+		if res.Sessions[i].Client == "127.0.0.1:43172" {
+			main = &res.Sessions[i]
+		}
+	}
+	if main == nil || main.End == nil || main.EndPosition == 0 || main.Events < 20 {
+		t.Fatalf("sessions: %+v", res.Sessions)
+	}
+	for _, e := range res.Events {
+		if e.Session == main.Session && e.Client != main.Client {
+			t.Errorf("event in the session without its client: %+v", e)
+		}
+	}
+
+	// Each question above is a vnd.bonnie.Query event in the log.
+	lg, err := sqlite.Open(context.Background(), filepath.Join(dir, logFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lg.Close()
+	var commands []string
+	if err := eachRecord(context.Background(), lg, func(rec bonnie.Record) {
+		if rec.Event.Type == bonnie.Query {
+			var q discovery.Asked
+			_ = json.Unmarshal(rec.Event.Extra["vnd.bonnie.query"], &q)
+			if q.By == "" || rec.Event.User != q.By {
+				t.Errorf("query without its asker: %s", rec.Event.Raw)
+			}
+			commands = append(commands, q.Command)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	wantCmds := []string{"history message", "history message", "history message", "history folder", "history folder", "history folder", "history user"}
+	if !slices.Equal(commands, wantCmds) {
+		t.Errorf("recorded queries %v, want %v", commands, wantCmds)
 	}
 }

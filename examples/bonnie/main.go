@@ -16,6 +16,11 @@
 //	bonnie [--data DIR] restore (--mailbox NAME | --message MSGID) [--at TIME] [--exact] --to maildir:DIR|mbox:FILE
 //	bonnie [--data DIR] whois <login> [--at TIME]
 //	bonnie [--data DIR] history user <login-or-id> [--json]
+//	bonnie [--data DIR] history message <Message-ID> [--json]
+//	bonnie [--data DIR] history folder <mailbox|uniqueid> [--messages] [--json]
+//	bonnie [--data DIR] access (--folder F | --user P) [--at TIME] [--json]
+//	bonnie [--data DIR] object <uid> [--rev N | --diff A B] [--json]
+//	bonnie [--data DIR] search [--custodian X] [--folder F] [--from T1] [--to T2] [--type T] [--sender S] [--recipient R] [--subject S] [--text Q] [--json]
 //	bonnie [--data DIR] resolve
 //	bonnie [--data DIR] migrate --to-postgres DSN
 //
@@ -88,6 +93,9 @@ func newRoot() *cobra.Command {
 		newWhoisCmd(g), newHistoryCmd(g), newResolveCmd(g),
 		newMigrateCmd(g),
 		newArchiveCmd(g), newExportCmd(g), newRestoreCmd(g),
+		newAccessCmd(g), newObjectCmd(g), newSearchCmd(g),
+		newBackfillCmd(g), newReconcileCmd(g), newCoverageCmd(g),
+		newInterceptCmd(g),
 	)
 	return root
 }

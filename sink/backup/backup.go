@@ -1,10 +1,14 @@
 // Package backup restores what IMAP folders held at a past moment, from
 // the log (which messages, with which flags) and the body store (their
-// exact bytes), into a Maildir++ tree or an mbox file.
+// exact bytes), into a Maildir++ tree, an mbox file or an IMAP server.
 //
-// Plan computes the restore as a list of Items and touches no files, so
-// that another writer (an IMAP APPEND restore) can reuse it; WriteMaildir
-// and WriteMbox write a plan out.
+// Plan computes the restore as a list of Items and touches nothing;
+// WriteMaildir, WriteMbox and WriteIMAP write a plan out. Every writer is
+// idempotent, so that running a restore again, or after an interruption,
+// completes it without writing anything twice: WriteIMAP (APPEND with the
+// flags and internal date, into a real server such as Cyrus) does not
+// append a message whose SHA-256 the target folder already holds (see its
+// documentation for why that key and what it costs).
 //
 // What a folder held at a time T is read from the log alone:
 //
@@ -13,9 +17,17 @@
 //     deleted after T is found by the name it had then;
 //   - its messages are the Message entities whose "folder" field is the
 //     folder's uniqueid and whose "state" folded up to T is "present";
-//   - their flags are the flag:* fields folded up to T: the owner's view
-//     (\Seen of other users of a shared folder, kept as seen:<user>, is
-//     not restored).
+//   - their flags are the flag:* fields folded up to T: the owner's view.
+//     Cyrus keeps \Seen per user on a folder shared with others: a read by
+//     someone other than the owner sets that reader's \Seen, which the log
+//     keeps as the field seen:<user> (see the root package's Ingester), not
+//     the owner's flag:\Seen. Query.SeenAs asks for another user's view:
+//     \Seen then comes from seen:<that user> and the other flags, which
+//     Cyrus shares, stay as they were.
+//
+// A folder is named as it was named at T in Cyrus's admin namespace,
+// decoded ("user.alice.Archiv 2027"), or by its uniqueid (Cyrus's
+// mailboxID, which survives renames).
 //
 // Cost: Plan uses the log's Find and StateAt only (no schema change). It
 // lists every folder ever known (two scans of the current state table,
@@ -51,6 +63,10 @@ type Query struct {
 	// MessageID restricts the restore to the messages with this
 	// Message-ID ("<...>"); with an empty Mailbox, wherever they were.
 	MessageID string
+	// SeenAs gives \Seen as this user saw it ("" or the folder's owner:
+	// the owner's view, the default). Cyrus keeps \Seen per user on
+	// shared folders; the other flags are the same for everyone.
+	SeenAs string
 }
 
 // Separator is the hierarchy separator of folder names in the log.
@@ -60,20 +76,21 @@ const Separator = "."
 // what it was.
 type Item struct {
 	// Folder is the folder's uniqueid, Path its name at the time asked for.
-	Folder string
-	Path   string
+	Folder string `json:"folder"`
+	Path   string `json:"path"`
 	// Message is the Message entity's id (bonnie.MessageKey).
-	Message      string
-	UID          uint32
-	MessageID    string
-	Digest       string // SHA-256 hex of the body; "" when never fetched
-	Size         int64
-	InternalDate time.Time
-	// Flags are the owner's flags at the time asked for, sorted.
-	Flags []string
+	Message      string    `json:"message"`
+	UID          uint32    `json:"uid"`
+	MessageID    string    `json:"messageId,omitempty"`
+	Digest       string    `json:"sha256,omitempty"` // SHA-256 hex of the body; "" when never fetched
+	Size         int64     `json:"size,omitempty"`
+	InternalDate time.Time `json:"internalDate"`
+	// Flags are the flags at the time asked for, sorted: the owner's, or
+	// with Query.SeenAs that user's \Seen.
+	Flags []string `json:"flags"`
 	// Missing says why the body cannot be had from the log ("" when it has
 	// a digest; the writers add why the store cannot give it).
-	Missing string
+	Missing string `json:"missing,omitempty"`
 }
 
 // Plan lists the messages that Query names as they were at q.At, sorted by
@@ -88,25 +105,26 @@ func Plan(ctx context.Context, src bonnie.StateSource, q Query) ([]Item, error) 
 		if err != nil {
 			return nil, fmt.Errorf("backup: plan: %w", err)
 		}
-		paths := map[string]string{} // folder id -> path at At
+		folders := map[string]Folder{} // folder id -> as it was at At
 		for _, id := range ids {
-			it, ok, err := message(ctx, src, id, q.At)
+			it, st, ok, err := message(ctx, src, id, q.At)
 			if err != nil {
 				return nil, err
 			}
 			if !ok || it.MessageID != q.MessageID {
 				continue
 			}
-			p, seen := paths[it.Folder]
+			f, seen := folders[it.Folder]
 			if !seen {
-				st, err := src.StateAt(ctx, bonnie.KindFolder, it.Folder, q.At)
+				fst, err := src.StateAt(ctx, bonnie.KindFolder, it.Folder, q.At)
 				if err != nil {
 					return nil, fmt.Errorf("backup: plan: folder %s: %w", it.Folder, err)
 				}
-				p = st["path"]
-				paths[it.Folder] = p
+				f = Folder{ID: it.Folder, Path: fst["path"], Owner: fst["owner"]}
+				folders[it.Folder] = f
 			}
-			it.Path = p
+			it.Path = f.Path
+			seenAs(&it, st, f.Owner, q.SeenAs)
 			items = append(items, it)
 		}
 	} else {
@@ -120,7 +138,7 @@ func Plan(ctx context.Context, src bonnie.StateSource, q Query) ([]Item, error) 
 				return nil, fmt.Errorf("backup: plan: messages of %s: %w", f.Path, err)
 			}
 			for _, id := range ids {
-				it, ok, err := message(ctx, src, id, q.At)
+				it, st, ok, err := message(ctx, src, id, q.At)
 				if err != nil {
 					return nil, err
 				}
@@ -128,6 +146,7 @@ func Plan(ctx context.Context, src bonnie.StateSource, q Query) ([]Item, error) 
 					continue
 				}
 				it.Path = f.Path
+				seenAs(&it, st, f.Owner, q.SeenAs)
 				items = append(items, it)
 			}
 		}
@@ -149,13 +168,15 @@ func Plan(ctx context.Context, src bonnie.StateSource, q Query) ([]Item, error) 
 
 // Folder is a folder as it was at some time.
 type Folder struct {
-	ID   string // uniqueid
-	Path string // name at that time
+	ID    string // uniqueid
+	Path  string // name at that time
+	Owner string // owner at that time ("" for a shared folder)
 }
 
 // Folders returns the folders named mailbox at time at (and those under
-// it with recursive), sorted by path. Cost: one Find per possible state and
-// one StateAt per folder ever known.
+// it with recursive), sorted by path. mailbox may also be a folder's
+// uniqueid: the folder it names, under the name it had at that time.
+// Cost: one Find per possible state and one StateAt per folder ever known.
 func Folders(ctx context.Context, src bonnie.StateSource, mailbox string, recursive bool, at time.Time) ([]Folder, error) {
 	var ids []string
 	for _, st := range []string{bonnie.StatePresent, bonnie.StateDeleted} {
@@ -167,32 +188,41 @@ func Folders(ctx context.Context, src bonnie.StateSource, mailbox string, recurs
 	}
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
-	var out []Folder
+	states := make(map[string]map[string]string, len(ids))
 	for _, id := range ids {
 		st, err := src.StateAt(ctx, bonnie.KindFolder, id, at)
 		if err != nil {
 			return nil, fmt.Errorf("backup: folder %s: %w", id, err)
 		}
+		states[id] = st
+	}
+	if st, ok := states[mailbox]; ok && st["state"] == bonnie.StatePresent && st["path"] != "" {
+		mailbox = st["path"] // a uniqueid
+	}
+	var out []Folder
+	for _, id := range ids {
+		st := states[id]
 		p := st["path"]
 		if st["state"] != bonnie.StatePresent || p == "" {
 			continue
 		}
 		if p == mailbox || (recursive && strings.HasPrefix(p, mailbox+Separator)) {
-			out = append(out, Folder{ID: id, Path: p})
+			out = append(out, Folder{ID: id, Path: p, Owner: st["owner"]})
 		}
 	}
 	slices.SortFunc(out, func(a, b Folder) int { return strings.Compare(a.Path, b.Path) })
 	return out, nil
 }
 
-// message folds message id up to at; ok is false unless it was present.
-func message(ctx context.Context, src bonnie.StateSource, id string, at time.Time) (Item, bool, error) {
+// message folds message id up to at and returns it with its fields; ok
+// is false unless it was present.
+func message(ctx context.Context, src bonnie.StateSource, id string, at time.Time) (Item, map[string]string, bool, error) {
 	st, err := src.StateAt(ctx, bonnie.KindMessage, id, at)
 	if err != nil {
-		return Item{}, false, fmt.Errorf("backup: message %s: %w", id, err)
+		return Item{}, nil, false, fmt.Errorf("backup: message %s: %w", id, err)
 	}
 	if st["state"] != bonnie.StatePresent {
-		return Item{}, false, nil
+		return Item{}, nil, false, nil
 	}
 	it := Item{
 		Folder:    st["folder"],
@@ -218,5 +248,24 @@ func message(ctx context.Context, src bonnie.StateSource, id string, at time.Tim
 	if it.Digest == "" {
 		it.Missing = "the log has no digest for it: its body was not fetched at ingest"
 	}
-	return it, true, nil
+	return it, st, true, nil
+}
+
+// seenFlag is the IMAP \Seen flag.
+const seenFlag = `\Seen`
+
+// seenAs replaces the item's \Seen by user's (from the message's fields
+// st) unless user is "" or owns the folder; it mirrors where the
+// Ingester records \Seen (flag:\Seen for the owner, seen:<user> for
+// anyone else). A folder without an owner (shared.*) has only the
+// flag:\Seen the log recorded for whoever read it.
+func seenAs(it *Item, st map[string]string, owner, user string) {
+	if user == "" || owner == "" || user == owner || strings.HasPrefix(owner, user+"@") {
+		return
+	}
+	it.Flags = slices.DeleteFunc(it.Flags, func(f string) bool { return f == seenFlag })
+	if st["seen:"+user] != "" {
+		it.Flags = append(it.Flags, seenFlag)
+		slices.Sort(it.Flags)
+	}
 }

@@ -194,6 +194,21 @@ func TestPlanAtMoments(t *testing.T) {
 		{"by Message-ID", backup.Query{MessageID: "<m1@example.org>", At: day(4, 10)}, map[string][]string{
 			"user.alice.Work": {`1:\Seen`},
 		}},
+		{"bob's \\Seen on alice's shared INBOX", backup.Query{Mailbox: "user.alice", At: day(2, 10), SeenAs: "bob"}, map[string][]string{
+			"user.alice": {"1:", `2:\Flagged`, `3:\Answered`, `4:\Seen`, "?:"},
+		}},
+		{"--seen-as the owner is the owner's view", backup.Query{Mailbox: "user.alice", At: day(2, 10), SeenAs: "alice"}, map[string][]string{
+			"user.alice": {`1:\Seen`, `2:\Flagged,\Seen`, `3:\Answered`, "4:", "?:"},
+		}},
+		{"by uniqueid, under the name it had then", backup.Query{Mailbox: fWork, At: day(5, 10)}, map[string][]string{
+			"user.alice.Archive": {`1:\Seen`, "6:", "7:"},
+		}},
+		{"by uniqueid before the rename", backup.Query{Mailbox: fWork, At: day(4, 10)}, map[string][]string{
+			"user.alice.Work": {`1:\Seen`, "6:", "7:"},
+		}},
+		{"by Message-ID as bob", backup.Query{MessageID: "<m4@example.org>", At: day(2, 10), SeenAs: "bob"}, map[string][]string{
+			"user.alice": {`4:\Seen`},
+		}},
 		{"by Message-ID before the move", backup.Query{MessageID: "<m1@example.org>", At: day(3, 10)}, map[string][]string{
 			"user.alice": {`1:\Seen`},
 		}},

@@ -24,22 +24,27 @@ type Bodies interface {
 
 // Report says what a writer did.
 type Report struct {
-	Folders int // folders written (Maildir folders; mbox: folders seen)
+	Folders int `json:"folders"` // folders written (Maildir folders; mbox: folders seen; IMAP: target folders)
+	// Created counts the folders an IMAP restore had to create.
+	Created int `json:"created"`
 	// Written counts the messages written this time, Kept those already
 	// there from an earlier run (same digest), Updated those already
 	// there whose flags were changed.
-	Written, Kept, Updated int
+	Written int `json:"written"`
+	Kept    int `json:"kept"`
+	Updated int `json:"updated"`
 	// Duplicates counts messages skipped because the same body was already
-	// restored into the same folder (one file per digest and folder).
-	Duplicates int
+	// restored into the same folder (one file per digest and folder;
+	// never for IMAP, which restores every copy).
+	Duplicates int `json:"duplicates"`
 	// Missing lists the messages whose body could not be restored.
-	Missing []Missing
+	Missing []Missing `json:"missing"`
 }
 
 // Missing is a message that could not be restored, and why.
 type Missing struct {
-	Item   Item
-	Reason string
+	Item   Item   `json:"item"`
+	Reason string `json:"reason"`
 }
 
 // body returns an item's checked bytes, or why it cannot.
