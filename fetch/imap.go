@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/bonnie-archive/bonnie/internal/imapdial"
 	"io"
 	"log/slog"
 	"net"
@@ -14,7 +15,6 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
-	"github.com/emersion/go-sasl"
 
 	"github.com/bonnie-archive/bonnie"
 	"github.com/bonnie-archive/bonnie/store/blob"
@@ -425,55 +425,19 @@ func logout(c *conn) {
 }
 
 func (f *IMAP) dial(ctx context.Context, who string) (*conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, f.o.DialTimeout)
-	defer cancel()
-	d := net.Dialer{}
-	nc, err := d.DialContext(ctx, "tcp", f.o.Addr)
+	c, err := imapdial.Dial(ctx, imapdial.Options{
+		Addr: f.o.Addr, TLS: string(f.o.TLS), TLSConfig: f.o.TLSConfig,
+		User: f.o.User, Password: f.o.Password, AuthorizeAs: who, Timeout: f.o.DialTimeout,
+	})
+	var le *imapdial.LoginError
+	var ie *imap.Error
+	if errors.As(err, &le) && who != "" && errors.As(le.Err, &ie) {
+		// Authorization refused for this owner only (no such user):
+		// say so on the messages, the server is fine.
+		return nil, &imap.Error{Type: ie.Type, Code: ie.Code, Text: fmt.Sprintf("log in %s: %s", le.As, ie.Text)}
+	}
 	if err != nil {
 		return nil, err
-	}
-	nc = quickAck(nc)
-	opts := &imapclient.Options{TLSConfig: f.o.TLSConfig}
-	var c *imapclient.Client
-	stop := context.AfterFunc(ctx, func() { nc.Close() })
-	defer stop()
-	switch f.o.TLS {
-	case TLSImplicit:
-		tc := tls.Client(nc, f.o.TLSConfig)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			nc.Close()
-			return nil, fmt.Errorf("TLS: %w", err)
-		}
-		c = imapclient.New(tc, opts)
-	case TLSStartTLS:
-		if c, err = imapclient.NewStartTLS(nc, opts); err != nil {
-			nc.Close()
-			return nil, fmt.Errorf("STARTTLS: %w", err)
-		}
-	default:
-		c = imapclient.New(nc, opts)
-	}
-	if who == "" {
-		err = c.Login(f.o.User, f.o.Password).Wait()
-	} else {
-		err = c.Authenticate(sasl.NewPlainClient(who, f.o.User, f.o.Password))
-	}
-	if err != nil {
-		c.Close()
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("log in: %w", ctx.Err())
-		}
-		as := f.o.User
-		if who != "" {
-			as += " as " + who
-		}
-		var ie *imap.Error
-		if errors.As(err, &ie) && who != "" {
-			// Authorization refused for this owner only (no such user):
-			// say so on the messages, the server is fine.
-			return nil, &imap.Error{Type: ie.Type, Code: ie.Code, Text: fmt.Sprintf("log in %s: %s", as, ie.Text)}
-		}
-		return nil, fmt.Errorf("log in %s: %w", as, err)
 	}
 	return &conn{c: c, who: who}, nil
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/bonnie-archive/bonnie/internal/imapdial"
 	"io"
 	"net"
 	"slices"
@@ -16,7 +17,6 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
-	"github.com/emersion/go-sasl"
 
 	"github.com/bonnie-archive/bonnie/fetch"
 )
@@ -193,52 +193,12 @@ func dialIMAP(ctx context.Context, o IMAPOptions) (*imapclient.Client, error) {
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	dctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var d net.Dialer
-	nc, err := d.DialContext(dctx, "tcp", o.Addr)
+	c, err := imapdial.Dial(ctx, imapdial.Options{
+		Addr: o.Addr, TLS: string(mode), TLSConfig: cfg,
+		User: o.User, Password: o.Password, AuthorizeAs: o.AuthorizeAs, Timeout: timeout,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("backup: imap: %w", err)
-	}
-	stop := context.AfterFunc(dctx, func() { nc.Close() })
-	defer stop()
-	nc = quickAck(nc)
-	opts := &imapclient.Options{TLSConfig: cfg}
-	var c *imapclient.Client
-	switch mode {
-	case fetch.TLSNone:
-		c = imapclient.New(nc, opts)
-	case fetch.TLSImplicit:
-		tc := tls.Client(nc, cfg)
-		if err := tc.HandshakeContext(dctx); err != nil {
-			nc.Close()
-			return nil, fmt.Errorf("backup: imap: TLS: %w", err)
-		}
-		c = imapclient.New(tc, opts)
-	case fetch.TLSStartTLS:
-		if c, err = imapclient.NewStartTLS(nc, opts); err != nil {
-			nc.Close()
-			return nil, fmt.Errorf("backup: imap: STARTTLS: %w", err)
-		}
-	default:
-		nc.Close()
-		return nil, fmt.Errorf("backup: imap: unknown TLS mode %q (none, starttls, tls)", o.TLS)
-	}
-	if o.AuthorizeAs != "" {
-		err = c.Authenticate(sasl.NewPlainClient(o.AuthorizeAs, o.User, o.Password))
-	} else {
-		err = c.Login(o.User, o.Password).Wait()
-	}
-	if err != nil {
-		c.Close()
-		if dctx.Err() != nil {
-			err = dctx.Err()
-		}
-		as := o.User
-		if o.AuthorizeAs != "" {
-			as += " as " + o.AuthorizeAs
-		}
-		return nil, fmt.Errorf("backup: imap: log in %s: %w", as, err)
 	}
 	return c, nil
 }

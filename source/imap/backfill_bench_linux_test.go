@@ -3,7 +3,6 @@ package imap_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"strconv"
 	"testing"
@@ -12,37 +11,20 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/bonnie-archive/bonnie/internal/cyrustest"
+	"github.com/bonnie-archive/bonnie/internal/imapdial"
 	"github.com/bonnie-archive/bonnie/internal/testmail"
 )
-
-// quickAckConn asks Linux to acknowledge every read at once: Cyrus's
-// replies (an APPEND's continuation, a FETCH) otherwise wait up to 40 ms
-// for our delayed ACK (see fetch's quickAck).
-type quickAckConn struct{ *net.TCPConn }
-
-func (c quickAckConn) Read(p []byte) (int, error) {
-	if raw, err := c.SyscallConn(); err == nil {
-		_ = raw.Control(func(fd uintptr) { _ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_QUICKACK, 1) })
-	}
-	return c.TCPConn.Read(p)
-}
 
 // quickDial logs in as user on addr over a quick-ACK connection.
 func quickDial(t *testing.T, cy *cyrustest.Server, addr, user string) *imapclient.Client {
 	t.Helper()
-	nc, err := net.Dial("tcp", addr)
+	pw, _ := cy.Password(user)
+	cl, err := imapdial.Dial(t.Context(), imapdial.Options{Addr: addr, User: user, Password: pw})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl := imapclient.New(quickAckConn{nc.(*net.TCPConn)}, nil)
 	t.Cleanup(func() { cl.Close() })
-	pw, _ := cy.Password(user)
-	if err := cl.Login(user, pw).Wait(); err != nil {
-		t.Fatal(err)
-	}
 	return cl
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/bonnie-archive/bonnie/internal/imapdial"
 	"log/slog"
 	"maps"
 	"net"
@@ -15,7 +16,6 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
-	"github.com/emersion/go-sasl"
 
 	"github.com/bonnie-archive/bonnie"
 	"github.com/bonnie-archive/bonnie/store/blob"
@@ -134,46 +134,12 @@ func (c *Crawler) session(ctx context.Context, who string) (*imapclient.Client, 
 	if s, ok := c.sessions[who]; ok {
 		return s, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.o.DialTimeout)
-	defer cancel()
-	d := net.Dialer{}
-	nc, err := d.DialContext(ctx, "tcp", c.o.Addr)
+	s, err := imapdial.Dial(ctx, imapdial.Options{
+		Addr: c.o.Addr, TLS: c.o.TLS, TLSConfig: c.o.TLSConfig,
+		User: c.o.User, Password: c.o.Password, AuthorizeAs: who, Timeout: c.o.DialTimeout,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("imap %s: %w", c.o.Addr, err)
-	}
-	nc = quickAck(nc) // see fetch: Cyrus's replies wait 40 ms for our ACK otherwise
-	stop := context.AfterFunc(ctx, func() { nc.Close() })
-	defer stop()
-	opts := &imapclient.Options{TLSConfig: c.o.TLSConfig}
-	var s *imapclient.Client
-	switch c.o.TLS {
-	case "tls":
-		tc := tls.Client(nc, c.o.TLSConfig)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			nc.Close()
-			return nil, fmt.Errorf("imap %s: TLS: %w", c.o.Addr, err)
-		}
-		s = imapclient.New(tc, opts)
-	case "starttls":
-		if s, err = imapclient.NewStartTLS(nc, opts); err != nil {
-			nc.Close()
-			return nil, fmt.Errorf("imap %s: STARTTLS: %w", c.o.Addr, err)
-		}
-	default:
-		s = imapclient.New(nc, opts)
-	}
-	if who == "" {
-		err = s.Login(c.o.User, c.o.Password).Wait()
-	} else {
-		err = s.Authenticate(sasl.NewPlainClient(who, c.o.User, c.o.Password))
-	}
-	if err != nil {
-		s.Close()
-		as := c.o.User
-		if who != "" {
-			as += " as " + who
-		}
-		return nil, fmt.Errorf("imap %s: log in %s: %w", c.o.Addr, as, err)
 	}
 	c.sessions[who] = s
 	return s, nil

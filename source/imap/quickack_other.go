@@ -1,7 +1,0 @@
-//go:build !linux
-
-package imap
-
-import "net"
-
-func quickAck(c net.Conn) net.Conn { return c }
