@@ -9,6 +9,8 @@ import (
 	"github.com/emersion/go-message"
 	_ "github.com/emersion/go-message/charset" // decode the charsets mail uses
 	"github.com/emersion/go-message/mail"
+
+	"github.com/bonnie-archive/bonnie"
 )
 
 // maxText bounds the text of one body indexed for full-text search.
@@ -113,147 +115,38 @@ func stripTags(b []byte) []byte {
 	return out
 }
 
-// parseEnvelope reads vnd.cmu.envelope, an IMAP ENVELOPE (RFC 3501):
-// (date subject from sender reply-to to cc bcc in-reply-to message-id).
-// It returns what it can; a malformed envelope gives empty strings.
+// parseEnvelope reads vnd.cmu.envelope (bonnie.ParseEnvelope) into the
+// strings the index keeps, words decoded. A malformed envelope gives
+// empty strings.
 func parseEnvelope(s string) (subject, sender, recipients, messageID string) {
-	if s == "" {
-		return
-	}
-	p := &sexpParser{s: s}
-	v, ok := p.value()
-	list, isList := v.([]any)
-	if !ok || !isList || len(list) < 10 {
+	e, err := bonnie.ParseEnvelope(s)
+	if err != nil || e == nil {
 		return
 	}
 	dec := new(mime.WordDecoder)
-	str := func(v any) string {
-		s, _ := v.(string)
+	str := func(s string) string {
 		if d, err := dec.DecodeHeader(s); err == nil {
 			return d
 		}
 		return s
 	}
-	addrs := func(v any) []string {
-		l, _ := v.([]any)
+	addrs := func(l []bonnie.Address) []string {
 		var out []string
 		for _, a := range l {
-			f, _ := a.([]any)
-			if len(f) < 4 {
+			if a.Mailbox == "" {
 				continue
 			}
-			mbox, host := str(f[2]), str(f[3])
-			if mbox == "" {
-				continue
+			addr := a.Mailbox
+			if a.Host != "" {
+				addr += "@" + a.Host
 			}
-			addr := mbox
-			if host != "" {
-				addr += "@" + host
-			}
-			out = append(out, formatAddress(str(f[0]), addr))
+			out = append(out, formatAddress(str(a.Name), addr))
 		}
 		return out
 	}
-	subject = str(list[1])
-	sender = strings.Join(addrs(list[2]), ", ")
-	var rcpt []string
-	for _, i := range []int{5, 6, 7} {
-		rcpt = append(rcpt, addrs(list[i])...)
-	}
-	recipients = strings.Join(rcpt, ", ")
-	messageID = str(list[9])
+	subject = str(e.Subject)
+	sender = strings.Join(addrs(e.From), ", ")
+	recipients = strings.Join(addrs(e.Recipients()), ", ")
+	messageID = str(e.MessageID)
 	return
-}
-
-// sexpParser reads IMAP data: NIL, atoms, quoted strings, literals and
-// parenthesised lists (lists become []any, NIL nil, the rest string).
-type sexpParser struct {
-	s string
-	i int
-}
-
-func (p *sexpParser) skipSpace() {
-	for p.i < len(p.s) && (p.s[p.i] == ' ' || p.s[p.i] == '\r' || p.s[p.i] == '\n') {
-		p.i++
-	}
-}
-
-func (p *sexpParser) value() (any, bool) {
-	p.skipSpace()
-	if p.i >= len(p.s) {
-		return nil, false
-	}
-	switch c := p.s[p.i]; c {
-	case '(':
-		p.i++
-		list := []any{}
-		for {
-			p.skipSpace()
-			if p.i >= len(p.s) {
-				return nil, false
-			}
-			if p.s[p.i] == ')' {
-				p.i++
-				return list, true
-			}
-			v, ok := p.value()
-			if !ok {
-				return nil, false
-			}
-			list = append(list, v)
-		}
-	case '"':
-		p.i++
-		var b strings.Builder
-		for p.i < len(p.s) {
-			c := p.s[p.i]
-			p.i++
-			switch c {
-			case '\\':
-				if p.i < len(p.s) {
-					b.WriteByte(p.s[p.i])
-					p.i++
-				}
-			case '"':
-				return b.String(), true
-			default:
-				b.WriteByte(c)
-			}
-		}
-		return nil, false
-	case '{':
-		end := strings.IndexByte(p.s[p.i:], '}')
-		if end < 0 {
-			return nil, false
-		}
-		n := 0
-		for _, d := range strings.TrimSuffix(p.s[p.i+1:p.i+end], "+") {
-			if d < '0' || d > '9' {
-				return nil, false
-			}
-			n = n*10 + int(d-'0')
-		}
-		p.i += end + 1
-		if strings.HasPrefix(p.s[p.i:], "\r\n") {
-			p.i += 2
-		} else if strings.HasPrefix(p.s[p.i:], "\n") {
-			p.i++
-		}
-		if p.i+n > len(p.s) {
-			return nil, false
-		}
-		v := p.s[p.i : p.i+n]
-		p.i += n
-		return v, true
-	default:
-		start := p.i
-		for p.i < len(p.s) && p.s[p.i] != ' ' && p.s[p.i] != '(' && p.s[p.i] != ')' {
-			p.i++
-		}
-		atom := p.s[start:p.i]
-		if strings.EqualFold(atom, "NIL") {
-			return nil, true
-		}
-		return atom, true
-	}
 }
