@@ -23,6 +23,7 @@
 //	bonnie [--data DIR] search [--custodian X] [--folder F] [--from T1] [--to T2] [--type T] [--sender S] [--recipient R] [--subject S] [--text Q] [--json]
 //	bonnie [--data DIR] resolve
 //	bonnie [--data DIR] migrate --to-postgres DSN
+//	bonnie api token --role auditor|user --principal NAME [--expires 90d] [--append FILE]
 //
 // Exit status: 0 on success, 1 on any failure (bad input, a broken chain),
 // with the reason on standard error.
@@ -96,6 +97,7 @@ func newRoot() *cobra.Command {
 		newAccessCmd(g), newObjectCmd(g), newSearchCmd(g),
 		newBackfillCmd(g), newReconcileCmd(g), newCoverageCmd(g),
 		newInterceptCmd(g),
+		newAPICmd(g),
 	)
 	return root
 }

@@ -5,6 +5,7 @@
 //	bonnied --data DIR --cyrus-socket PATH     # notifysocket: PATH (datagram)
 //	bonnied --data DIR --cyrus-dlist PATH      # notifysocket: dlist:PATH (synchronous)
 //	  [--sinks archive] [--imap HOST:PORT --imap-user ADMIN --imap-password-file F] [--spool PARTITION]
+//	  [--reconcile-every 1h [--reconcile-mailbox PATTERN]...]   # compare the log with the server over --imap
 //
 // Both may be given. Under systemd socket activation (see the units in this
 // folder) the sockets are inherited and outlive the daemon, so that Cyrus
@@ -69,6 +70,9 @@ type config struct {
 
 	sinks sinkConfig // the sinks and body fetching (sinks.go)
 	amqp  amqpConfig // relayed notifications and PostgreSQL (amqp.go)
+
+	reconcile reconcileConfig // the periodic reconcile (reconcile.go)
+	http      httpConfig      // the discovery API (httpapi.go)
 }
 
 // list is a repeatable, comma-separated flag.
@@ -104,7 +108,9 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.resolveTimeout, "resolve-timeout", 2*time.Second, "longest wait for the directory per batch of events; past it they are stored with identities unresolved")
 	fs.DurationVar(&c.resolveEvery, "resolve-every", time.Minute, "how often to look for unresolved identities and resolve them after the fact (0: never)")
 	c.sinks.register(fs)
+	c.http.register(fs)
 	c.amqp.register(fs)
+	c.reconcile.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -118,6 +124,12 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("--sync must be full or normal, not %q", c.sync)
 	}
 	if err := c.sinks.check(); err != nil {
+		return nil, err
+	}
+	if err := c.reconcile.check(&c.sinks); err != nil {
+		return nil, err
+	}
+	if err := c.http.check(); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -154,11 +166,26 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer store.Close()
+	// Sinks that record events of their own (interception deliveries) do
+	// it with the engine, which exists only once the sinks do.
+	var recorder atomic.Pointer[bonnie.Engine]
+	c.sinks.log = store
+	c.sinks.record = func(ctx context.Context, raw []byte, source string) (bonnie.Position, bool, error) {
+		e := recorder.Load()
+		if e == nil {
+			return 0, false, errors.New("the engine is not running yet")
+		}
+		return e.Record(ctx, raw, source)
+	}
 	sk, err := openSinks(ctx, &c.sinks, c.data, lg)
 	if err != nil {
 		return err
 	}
 	defer sk.close()
+	rc, err := newReconciler(c, lg) // the periodic reconcile (reconcile.go)
+	if err != nil {
+		return err
+	}
 
 	metrics := bonnie.NewMetrics()
 	// The hooks can fire as soon as a socket exists, before the engine
@@ -261,6 +288,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	engine.Store(eng)
+	recorder.Store(eng)
+	api, err := serveAPI(ctx, c, eng, store, lg) // --http (httpapi.go)
+	if err != nil {
+		closeSources()
+		return err
+	}
+	defer api.Close()
 	// The bonnie command hands its own events (holds, erasures,
 	// interceptions...) to the running daemon through this socket.
 	ctl, err := control.Listen(control.Path(c.data), func(ctx context.Context, raw []byte) (uint64, bool, error) {
@@ -274,6 +308,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	defer ctl.Close()
 	lg.Info("bonnied started", "data", c.data, "datagram", c.socket, "dlist", c.dlist,
 		"socket_activation", base.Activated != nil, "sync", c.sync)
+	defer rc.start(ctx, store, eng)()
 	start := time.Now()
 	err = eng.Run(ctx)
 	lg.Info("bonnied stopped", "uptime", time.Since(start).Round(time.Millisecond), "err", err)

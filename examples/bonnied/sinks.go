@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -13,14 +14,18 @@ import (
 	"github.com/bonnie-archive/bonnie"
 	"github.com/bonnie-archive/bonnie/fetch"
 	"github.com/bonnie-archive/bonnie/sink/archive"
+	"github.com/bonnie-archive/bonnie/sink/discovery"
+	"github.com/bonnie-archive/bonnie/sink/intercept"
 	"github.com/bonnie-archive/bonnie/store/blob"
 )
 
 // knownSinks are the sinks bonnied can run; planned ones are refused
-// with a clear message until they exist.
+// with a clear message until they exist. Opt-in sinks run only when
+// --sinks names them: live interception is enabled deliberately.
 var (
 	knownSinks   = []string{archive.Name}
-	plannedSinks = []string{"backup", "discovery", "intercept"}
+	optInSinks   = []string{intercept.Name, discovery.Name}
+	plannedSinks = []string{"backup"}
 )
 
 // sinkConfig holds the flags of the sinks and of body fetching.
@@ -36,6 +41,17 @@ type sinkConfig struct {
 	spoolLegacy  bool
 	bodyTimeout  time.Duration
 	bodyParallel int
+	keyFile      string // site key: encrypt bodies at rest (store/blob.WithSiteKey)
+
+	// interceptPassword is the file holding the password of the AMQP
+	// destinations of interceptions (never in the log).
+	interceptPassword string
+	flags             *flag.FlagSet // all of bonnied's flags
+
+	// log and record are the engine's log and its Record, for the sinks
+	// that append their own events (interception deliveries); set by run.
+	log    bonnie.Log
+	record intercept.Recorder
 }
 
 func (s *sinkConfig) register(fs *flag.FlagSet) {
@@ -50,6 +66,9 @@ func (s *sinkConfig) register(fs *flag.FlagSet) {
 	fs.BoolVar(&s.spoolLegacy, "spool-legacy", false, "also look for pre-3.x name-based spool paths")
 	fs.DurationVar(&s.bodyTimeout, "body-timeout", bonnie.DefaultBodyTimeout, "longest wait for one event's bodies; past it the event is stored with the failure")
 	fs.IntVar(&s.bodyParallel, "body-parallel", bonnie.DefaultBodyConcurrency, "body fetches at a time")
+	s.flags = fs
+	fs.StringVar(&s.interceptPassword, "intercept-amqp-password-file", "", "file holding the password of the interceptions' AMQP destinations (first line; the log never holds it)")
+	fs.StringVar(&s.keyFile, "key-file", "", "site key file (bonnie archive keygen): encrypt every new body at rest under a data key of its own")
 }
 
 // names returns the selected sinks.
@@ -61,7 +80,7 @@ func (s *sinkConfig) names() ([]string, error) {
 	for _, n := range s.sinks {
 		switch {
 		case n == "none":
-		case slices.Contains(knownSinks, n):
+		case slices.Contains(knownSinks, n), slices.Contains(optInSinks, n):
 			if !slices.Contains(out, n) {
 				out = append(out, n)
 			}
@@ -80,6 +99,11 @@ func (s *sinkConfig) check() error {
 	}
 	if s.imap != "" && s.imapPassFile == "" {
 		return fmt.Errorf("--imap needs --imap-password-file")
+	}
+	if s.keyFile != "" {
+		if _, err := blob.LoadKeyFile(s.keyFile); err != nil {
+			return fmt.Errorf("--key-file: %w", err)
+		}
 	}
 	return nil
 }
@@ -102,7 +126,16 @@ func openSinks(ctx context.Context, s *sinkConfig, data string, lg *slog.Logger)
 	}
 	out.details["vnd.bonnie.sinks"] = strings.Join(names, ",")
 	blobDir, projection := archive.Paths(data)
-	store, err := blob.Open(blobDir)
+	var blobOpts []blob.Option
+	if s.keyFile != "" {
+		key, err := blob.LoadKeyFile(s.keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--key-file: %w", err)
+		}
+		blobOpts = append(blobOpts, blob.WithSiteKey(key))
+		out.details["vnd.bonnie.siteKey"] = key.ID()
+	}
+	store, err := blob.Open(blobDir, blobOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("body store: %w", err)
 	}
@@ -160,8 +193,50 @@ func openSinks(ctx context.Context, s *sinkConfig, data string, lg *slog.Logger)
 			}
 			closers = append(closers, func() { a.Close() })
 			out.sinks = append(out.sinks, a)
+		case discovery.Name: // DATA/discovery.db; bonnie history/access/object/search read it
+			d, err := discovery.Open(ctx, discovery.Path(data), store)
+			if err != nil {
+				out.close()
+				return nil, err
+			}
+			closers = append(closers, func() { d.Close() })
+			out.sinks = append(out.sinks, d)
+		case intercept.Name:
+			it, closeIt, err := openIntercept(ctx, s, data, store, lg)
+			if err != nil {
+				out.close()
+				return nil, err
+			}
+			closers = append(closers, closeIt)
+			out.sinks = append(out.sinks, it)
 		}
 	}
 	lg.Info("sinks", "sinks", strings.Join(names, ","), "bodies", strings.Join(sources, "; "), "store", blobDir)
 	return out, nil
+}
+
+// openIntercept opens the interception sink on the engine's log: it reads
+// the interceptions from it and records its deliveries with the engine
+// (s.log and s.record, set by run before the sinks are opened).
+func openIntercept(ctx context.Context, s *sinkConfig, data string, blobs *blob.Store, lg *slog.Logger) (bonnie.Sink, func(), error) {
+	if s.log == nil || s.record == nil {
+		return nil, nil, fmt.Errorf("intercept: the sink needs the engine's log and recorder")
+	}
+	log := s.log
+	sink, err := intercept.New(intercept.Options{
+		Log: log, Blobs: blobs, Logger: lg.With("sink", intercept.Name),
+		Record: s.record,
+		AMQPPassword: func(u *url.URL) (string, error) {
+			if s.interceptPassword == "" {
+				return "", fmt.Errorf("%s has no password: give bonnied --intercept-amqp-password-file", u.Redacted())
+			}
+			b, err := os.ReadFile(s.interceptPassword)
+			pw, _, _ := strings.Cut(string(b), "\n")
+			return strings.TrimRight(pw, "\r"), err
+		},
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return sink, func() { sink.Close() }, nil
 }
