@@ -20,18 +20,18 @@ func TestChangesCodecRoundTrip(t *testing.T) {
 		chs  []logchain.Change
 	}{
 		{"none", nil},
-		{"one", []logchain.Change{{"message", "F/1/4", "flag:\\Seen", "", "set", "alice", t1}}},
+		{"one", []logchain.Change{ch("message", "F/1/4", "flag:\\Seen", "", "set", "alice", t1)}},
 		{"shared time", []logchain.Change{
-			{"message", "F/1/4", "state", "", "present", "alice", t1},
-			{"message", "F/1/4", "flag:\\Seen", "", "set", "alice", t1},
-			{"folder", "F", "acl:group:staff", "lr", "", "", t1},
+			ch("message", "F/1/4", "state", "", "present", "alice", t1),
+			ch("message", "F/1/4", "flag:\\Seen", "", "set", "alice", t1),
+			ch("folder", "F", "acl:group:staff", "lr", "", "", t1),
 		}},
 		{"times differ", []logchain.Change{
-			{"user", "u1", "login", "bob", "bobby", "admin", t1},
-			{"user", "u1", "address", "", "bob@example.org", "admin", t2},
-			{"user", "u1", "mail", "", "x", "admin", t1},
+			ch("user", "u1", "login", "bob", "bobby", "admin", t1),
+			ch("user", "u1", "address", "", "bob@example.org", "admin", t2),
+			ch("user", "u1", "mail", "", "x", "admin", t1),
 		}},
-		{"empty and unicode strings", []logchain.Change{{"folder", "F", "name", "user.alice.Über", "", "", t1}}},
+		{"empty and unicode strings", []logchain.Change{ch("folder", "F", "name", "user.alice.Über", "", "", t1)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := appendChanges(nil, tc.chs)
@@ -59,15 +59,15 @@ func TestChangesCodecRoundTrip(t *testing.T) {
 }
 
 func TestChangesCodecRejectsCorruption(t *testing.T) {
-	good := appendChanges(nil, []logchain.Change{{"message", "F/1/4", "state", "", "present", "alice", "2026-11-28T20:37:10.123456789Z"}})
+	good := appendChanges(nil, []logchain.Change{ch("message", "F/1/4", "state", "", "present", "alice", "2026-11-28T20:37:10.123456789Z")})
 	for name, b := range map[string][]byte{
 		"empty":          {},
 		"unknown format": append([]byte{9}, good[1:]...),
 		"huge count":     {changesV1, 0xff, 0xff, 0xff, 0xff, 0x0f},
 		"truncated":      good[:len(good)-3],
 		"trailing":       append(append([]byte{}, good...), 0),
-		"bad time":       appendChanges(nil, []logchain.Change{{"m", "i", "f", "", "", "", "yesterday"}}),
-		"no first time":  appendChanges(nil, []logchain.Change{{"m", "i", "f", "", "", "", ""}}),
+		"bad time":       appendChanges(nil, []logchain.Change{ch("m", "i", "f", "", "", "", "yesterday")}),
+		"no first time":  appendChanges(nil, []logchain.Change{ch("m", "i", "f", "", "", "", "")}),
 	} {
 		if _, err := decodeChanges(b, 1); err == nil {
 			t.Errorf("%s: decoded without error", name)
@@ -79,8 +79,8 @@ func TestChangesCodecRejectsCorruption(t *testing.T) {
 // allocation; whatever decodes encodes back to the same bytes.
 func FuzzDecodeChanges(f *testing.F) {
 	f.Add(appendChanges(nil, []logchain.Change{
-		{"message", "F/1/4", "state", "", "present", "alice", "2026-11-28T20:37:10.123456789Z"},
-		{"message", "F/1/4", "flag:\\Seen", "", "set", "alice", "2026-11-28T20:37:10.123456789Z"},
+		ch("message", "F/1/4", "state", "", "present", "alice", "2026-11-28T20:37:10.123456789Z"),
+		ch("message", "F/1/4", "flag:\\Seen", "", "set", "alice", "2026-11-28T20:37:10.123456789Z"),
 	}))
 	f.Add([]byte{changesV1, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -160,4 +160,8 @@ func TestReadWithoutChangesCopy(t *testing.T) {
 	if err := l.Verify(ctx); err != nil {
 		t.Errorf("Verify with records of both versions: %v", err)
 	}
+}
+
+func ch(entity, id, field, from, to, actor, time string) logchain.Change {
+	return logchain.Change{Entity: entity, ID: id, Field: field, From: from, To: to, Actor: actor, Time: time}
 }
