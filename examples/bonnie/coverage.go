@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	crawl "github.com/bonnie-archive/bonnie/source/imap"
+	"github.com/bonnie-archive/bonnie/coverage"
 )
 
 func newCoverageCmd(g *globals) *cobra.Command {
@@ -34,7 +34,7 @@ repair (what a reconcile found missing, with its window).`,
 				return err
 			}
 			defer lg.Close()
-			cov, err := crawl.FolderCoverage(ctx, lg, folder, time.Now())
+			cov, err := coverage.FolderCoverage(ctx, lg, folder, time.Now())
 			if err != nil {
 				return err
 			}

@@ -26,8 +26,13 @@ func newExportCmd(g *globals) *cobra.Command {
 given folders (a name the folder has or had in Cyrus's admin namespace,
 decoded, e.g. "user.alice.Archiv 2027", or its uniqueid), each message
 once, with a manifest: the query, who ran it and when, the log's head, and
-per message its SHA-256, size, Message-ID and the log positions of its
-arrivals.
+per message its SHA-256, size, Message-ID, the log positions of its
+arrivals and how it was recorded (recordedBy: live, or backfill or
+reconcile after the fact, with the window in which it arrived). When the
+period and folders cross a time in which the log is not known complete
+(nobody listened, or before the folder was first backfilled), the
+manifest's "gaps" name each such period per folder and what reconciles
+repaired in it, and the command says so on stderr.
 
   eml-zip  FILE is a zip of SHA256.eml files (the exact bytes) with
            manifest.json and manifest.json.sha256 inside.
@@ -96,6 +101,21 @@ an interrupted export leaves nothing; run it again. It is not resumable.`,
 			fmt.Fprintf(cmd.OutOrStdout(), "manifest SHA-256: %s\n", res.ManifestSHA256)
 			if m.Count == 0 {
 				fmt.Fprintln(cmd.ErrOrStderr(), "note: no message matched the query; the export documents that")
+			}
+			if lines := m.GapSummary(); len(lines) > 0 {
+				// The manifest says it (gaps, and each message's
+				// recordedBy); whoever runs the export should know too.
+				after := 0
+				for _, me := range m.Messages {
+					if me.RecordedBy != "" && me.RecordedBy != "live" {
+						after++
+					}
+				}
+				errw := cmd.ErrOrStderr()
+				fmt.Fprintf(errw, "note: the export crosses periods in which the log is not known complete; %d of %d messages were recorded after the fact (manifest: gaps, recordedBy):\n", after, m.Count)
+				for _, l := range lines {
+					fmt.Fprintln(errw, "  "+l)
+				}
 			}
 			return nil
 		},

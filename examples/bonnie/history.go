@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bonnie-archive/bonnie"
+	"github.com/bonnie-archive/bonnie/coverage"
 	"github.com/bonnie-archive/bonnie/sink/archive"
 	"github.com/bonnie-archive/bonnie/sink/discovery"
 	"github.com/bonnie-archive/bonnie/store/blob"
@@ -151,6 +152,10 @@ type historyResult struct {
 	// with the number of events in it; the events themselves are in
 	// Events, with the session's id and client address.
 	Sessions []sessionSummary `json:"sessions"`
+	// Gaps are the periods between the first and the last event in which
+	// the log of the folders they name is not known complete: the person
+	// may have done more then than the log says.
+	Gaps []coverage.Crossing `json:"gaps,omitempty"`
 }
 
 // sessionSummary is one session of the person.
@@ -188,7 +193,9 @@ any of their names: logins with client address and session duration, reads, flag
 deletions, ACL changes they made... Identities come from the log (resolved at ingest, or later by
 the resolution pass), never from the directory now. Every event of a session carries the session's
 client address; --json adds a summary of each session (start, end, duration, client, number of
-events). The query itself is recorded in the log (vnd.bonnie.Query).`,
+events). A note (--json: "gaps") names the periods between the first and the last event in which
+the log of the folders they name is not known complete. The query itself is recorded in the log
+(vnd.bonnie.Query).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -202,6 +209,9 @@ events). The query itself is recorded in the log (vnd.bonnie.Query).`,
 			}
 			res, err := userHistory(ctx, lg, args[0])
 			if err != nil {
+				return err
+			}
+			if res.Gaps, err = userGaps(ctx, lg, res.Events); err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
@@ -334,6 +344,53 @@ func userHistory(ctx context.Context, lg logReader, q string) (*historyResult, e
 	return res, nil
 }
 
+// userGaps is what the span of a person's events crosses in the coverage
+// of the folders they name.
+func userGaps(ctx context.Context, lg coverage.Source, events []historyEntry) ([]coverage.Crossing, error) {
+	if len(events) == 0 {
+		return nil, nil
+	}
+	tl, err := coverage.Read(ctx, lg, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	es := make([]discovery.Entry, 0, len(events))
+	var folders []string
+	for _, e := range events {
+		es = append(es, discovery.Entry{Time: e.Time})
+		folders = append(folders, e.MailboxID)
+	}
+	return discovery.EntryGaps(ctx, tl, lg, es, folders, false)
+}
+
+// withCoverage reads the log's coverage for fn (a timeline's gaps).
+func withCoverage(ctx context.Context, g *globals, fn func(tl *coverage.Timeline, lg coverage.Source) error) error {
+	lg, err := openLog(ctx, g)
+	if err != nil {
+		return err
+	}
+	defer lg.Close()
+	tl, err := coverage.Read(ctx, lg, time.Now())
+	if err != nil {
+		return err
+	}
+	return fn(tl, lg)
+}
+
+// printGaps says which periods a timeline crosses in which the log is
+// not known complete.
+func printGaps(w io.Writer, gaps []coverage.Crossing) {
+	if len(gaps) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "note: this history crosses periods in which the log is not known complete (entries recorded after the fact are marked):")
+	for i := range gaps {
+		for _, l := range gaps[i].Lines() {
+			fmt.Fprintln(w, "  gap "+l)
+		}
+	}
+}
+
 func printHistory(w io.Writer, r *historyResult) {
 	for _, p := range r.Persons {
 		fmt.Fprintf(w, "%s %s %q, names: %s\n", p.Kind, p.ID, p.DisplayName, strings.Join(p.Names, ", "))
@@ -366,6 +423,7 @@ func printHistory(w io.Writer, r *historyResult) {
 		}
 		fmt.Fprintln(w, b.String())
 	}
+	printGaps(w, r.Gaps)
 }
 
 // summariseSessions lists the sessions the events open, in time order,
@@ -506,6 +564,15 @@ func printEntries(w io.Writer, es []discovery.Entry) {
 		if e.MessageID != "" {
 			detail = append(detail, e.MessageID)
 		}
+		if e.RecordedBy != "" {
+			mark := "recorded after the fact by " + e.RecordedBy
+			if e.Window != nil {
+				mark += fmt.Sprintf(", happened %s .. %s", e.Window.From.UTC().Format(time.RFC3339), e.Window.To.UTC().Format(time.RFC3339))
+			} else if e.RecordedBy == coverage.ByBackfill {
+				mark += ", happened before"
+			}
+			detail = append(detail, mark)
+		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Position, e.Time.UTC().Format("2006-01-02T15:04:05.000Z"),
 			e.Action, e.Path, uid, by, e.Client, shortSession(e.Session), strings.Join(detail, "; "))
 	}
@@ -530,7 +597,10 @@ func newHistoryMessageCmd(g *globals) *cobra.Command {
 UID) and what happened to it there: delivered or appended, read, flagged and unflagged, copied,
 moved, trashed, expunged, expired, restored, and the renames and deletion of the folders it was
 in. Each line names the actor (the login used and the persistent identity), the client address,
-the session and the log position of the event. The query itself is recorded in the log.`,
+the session and the log position of the event. What a backfill or a reconcile recorded after the
+fact is marked (with the window in which it happened), and a note (--json: "gaps") names the periods
+of the history in which the log of its folders is not known complete. The query itself is recorded
+in the log.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -542,6 +612,11 @@ the session and the log position of the event. The query itself is recorded in t
 			tl, err := x.Message(ctx, args[0])
 			if err != nil {
 				return discoveryNotFound(err)
+			}
+			if err := withCoverage(ctx, g, func(cov *coverage.Timeline, lg coverage.Source) error {
+				return tl.AddGaps(ctx, cov, lg)
+			}); err != nil {
+				return err
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
@@ -556,6 +631,7 @@ the session and the log position of the event. The query itself is recorded in t
 				fmt.Fprintln(out)
 			}
 			printEntries(out, tl.Entries)
+			printGaps(out, tl.Gaps)
 			return nil
 		},
 	}
@@ -571,7 +647,9 @@ func newHistoryFolderCmd(g *globals) *cobra.Command {
 		Long: `history folder names the folder as Cyrus does in its admin namespace, decoded
 ("user.alice.Über"), by any name it ever had, or by its uniqueid, and lists every name it had and,
 in time order, its creation, renames, ACL grants and revocations, subscriptions and deletion, with
-actor, client, session and log position. --messages adds what happened to the messages in it.`,
+actor, client, session and log position. --messages adds what happened to the messages in it.
+What a backfill or a reconcile recorded after the fact is marked, and a note (--json: "gaps") names
+the periods in which the folder's log is not known complete.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -584,6 +662,16 @@ actor, client, session and log position. --messages adds what happened to the me
 			if err != nil {
 				return discoveryNotFound(err)
 			}
+			if err := withCoverage(ctx, g, func(cov *coverage.Timeline, lg coverage.Source) error {
+				for i := range fts {
+					if err := fts[i].AddGaps(ctx, cov, lg); err != nil {
+						return err
+					}
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
 			out := cmd.OutOrStdout()
 			if asJSON {
 				return writeDiscoveryJSON(out, fts)
@@ -594,6 +682,7 @@ actor, client, session and log position. --messages adds what happened to the me
 					fmt.Fprintf(out, "  named %s since %s (#%d)\n", n.Path, n.Since.UTC().Format(time.RFC3339Nano), n.Position)
 				}
 				printEntries(out, ft.Entries)
+				printGaps(out, ft.Gaps)
 			}
 			return nil
 		},

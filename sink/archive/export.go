@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/bonnie-archive/bonnie"
+	"github.com/bonnie-archive/bonnie/coverage"
 )
 
 // Format is the container of an export.
@@ -53,6 +54,9 @@ type ExportRequest struct {
 	RunBy  RunBy
 	// Log, when set, has its head position and hash recorded in the
 	// manifest: the state of the evidence the export was drawn from.
+	// When it is also a coverage.Source (the stores are), the manifest
+	// says how each message was recorded and which gaps in the log's
+	// coverage the export crosses (Manifest.Gaps).
 	Log bonnie.Log
 	// Progress, when set, is called after each message.
 	Progress func(done, total int, bytes int64)
@@ -79,6 +83,15 @@ type ManifestMessage struct {
 	// Occurrences are where and when the message arrived in the
 	// custodian's folders, with the log positions of those events.
 	Occurrences []Occurrence `json:"occurrences"`
+	// RecordedBy is "live" when every occurrence was notified by Cyrus
+	// as it happened; otherwise how the first occurrence recorded after
+	// the fact came into the log: "backfill" (found present by a crawl
+	// at RecordedAt; it arrived before) or "reconcile" (found missing at
+	// RecordedAt; it arrived within Window). Empty when the export was
+	// made without the log.
+	RecordedBy string         `json:"recordedBy,omitempty"`
+	RecordedAt time.Time      `json:"recordedAt,omitzero"`
+	Window     *bonnie.Window `json:"window,omitempty"`
 }
 
 // ManifestFile is a file of the export other than the manifest.
@@ -105,10 +118,19 @@ type Manifest struct {
 	// Gone are the bodies the query selects that the log erased or
 	// purged (an Erasure or Purge event): not in the export, named so
 	// that their absence is explained.
-	Gone  []GoneBody     `json:"gone,omitempty"`
-	Count int            `json:"count"`
-	Bytes int64          `json:"bytes"`
-	Files []ManifestFile `json:"files,omitempty"`
+	Gone []GoneBody `json:"gone,omitempty"`
+	// Gaps are, per folder of the export (those the query names and
+	// those its messages arrived in), the periods within the query's
+	// time span (From to To, or to CreatedAt) in which the log is not
+	// known complete: nobody listened (gap), a reconcile found the folder
+	// unchanged since (verified) or recorded what was missed (repaired,
+	// with Repairs), or the log did not know the folder yet (unknown,
+	// backfilled). Empty when the export crosses none, or was made
+	// without the log.
+	Gaps  []coverage.Crossing `json:"gaps,omitempty"`
+	Count int                 `json:"count"`
+	Bytes int64               `json:"bytes"`
+	Files []ManifestFile      `json:"files,omitempty"`
 }
 
 const (
@@ -160,14 +182,19 @@ func (a *Archive) Export(ctx context.Context, req ExportRequest) (*ExportResult,
 		}
 		bodies = append(bodies, b)
 	}
+	w := &exportWriter{ctx: ctx, a: a, req: req, m: m, total: len(bodies)}
 	if req.Log != nil {
 		if st, err := logState(ctx, req.Log); err == nil {
 			m.Log = st
 		} else {
 			return nil, err
 		}
+		if src, ok := req.Log.(coverage.Source); ok {
+			if w.tl, err = exportCoverage(ctx, src, m, bodies); err != nil {
+				return nil, err
+			}
+		}
 	}
-	w := &exportWriter{ctx: ctx, a: a, req: req, m: m, total: len(bodies)}
 	defer w.cleanup()
 	if req.Format == FormatEMLZip {
 		m.HowToCheck = howZip
@@ -208,6 +235,7 @@ type exportWriter struct {
 	bytes  int64
 	temps  []string
 	result *ExportResult
+	tl     *coverage.Timeline // marks each message's recording, when the log was given
 }
 
 // temp creates a temporary file beside path.
@@ -255,8 +283,13 @@ func (w *exportWriter) copyBody(dst io.Writer, b Body) error {
 	return nil
 }
 
-func entry(b Body) ManifestMessage {
-	return ManifestMessage{SHA256: b.Digest, Size: b.Size, MessageID: b.MessageID, InternalDate: b.InternalDate, Occurrences: b.Occurrences}
+func (w *exportWriter) entry(b Body) ManifestMessage {
+	me := ManifestMessage{SHA256: b.Digest, Size: b.Size, MessageID: b.MessageID, InternalDate: b.InternalDate, Occurrences: b.Occurrences}
+	if w.tl != nil {
+		mk := recordedBy(w.tl, b.Occurrences)
+		me.RecordedBy, me.RecordedAt, me.Window = mk.RecordedBy, mk.At, mk.Window
+	}
+	return me
 }
 
 func (w *exportWriter) zip(bodies []Body) error {
@@ -277,7 +310,7 @@ func (w *exportWriter) zip(bodies []Body) error {
 		if err := w.copyBody(dst, b); err != nil {
 			return err
 		}
-		me := entry(b)
+		me := w.entry(b)
 		me.File = name
 		w.m.Messages = append(w.m.Messages, me)
 		w.m.Count++
@@ -349,7 +382,7 @@ func (w *exportWriter) mbox(bodies []Body) error {
 			return fmt.Errorf("archive: export: %w", err)
 		}
 		end := cw.n + int64(bw.Buffered())
-		me := entry(b)
+		me := w.entry(b)
 		length := end - start
 		me.MboxOffset, me.MboxLength = &start, &length
 		w.m.Messages = append(w.m.Messages, me)

@@ -24,6 +24,11 @@
 //	objects      revisions of groupware (Kolab) objects: the appended message that holds each version
 //	fulltext     an FTS4 index of the text of every archived body
 //
+// What a crawl recorded after the fact (vnd.bonnie.Backfill and
+// vnd.bonnie.Reconcile events) is indexed as acts too, which timelines
+// mark (Entry.RecordedBy, Entry.Window); AddGaps says which periods of a
+// timeline the log is not known complete in (package coverage).
+//
 // Full text uses SQLite's FTS4, which mattn/go-sqlite3 compiles in by
 // default; FTS5 needs the sqlite_fts5 build tag, and neither the
 // module's tests nor its CI builds use tags, so FTS4 keeps one build for
@@ -67,10 +72,11 @@ var Events = bonnie.Mask(bonnie.MessageAppend, bonnie.MessageNew, bonnie.Message
 	bonnie.MessageRead, bonnie.MessageTrash, bonnie.FlagsSet, bonnie.FlagsClear, bonnie.MessageExpunge,
 	bonnie.MessageExpire, bonnie.Login, bonnie.Logout, bonnie.MailboxCreate, bonnie.MailboxDelete,
 	bonnie.MailboxRename, bonnie.MailboxSubscribe, bonnie.MailboxUnsubscribe, bonnie.AclChange,
-	bonnie.IdentityResolved, bonnie.Query)
+	bonnie.IdentityResolved, bonnie.Query, bonnie.Backfill, bonnie.Reconcile)
 
 // schemaVersion: an index of another version is dropped and rebuilt.
-const schemaVersion = 1
+// 2: Backfill and Reconcile events are indexed (gaps.go).
+const schemaVersion = 2
 
 const schema = `
 CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;

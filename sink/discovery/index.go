@@ -232,6 +232,8 @@ func (w *writer) apply(rec bonnie.Record) error {
 			d, _ := json.Marshal(ids.Subject)
 			folderAct.detail = string(d)
 		}
+	case bonnie.Backfill, bonnie.Reconcile:
+		return w.crawlActs(rec, b) // gaps.go
 	default:
 		return w.messageActs(rec, b)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bonnie-archive/bonnie"
+	"github.com/bonnie-archive/bonnie/coverage"
 )
 
 // ErrNotFound: the index holds nothing that matches.
@@ -47,6 +48,12 @@ type Entry struct {
 	ACLSubject string          `json:"aclSubject,omitempty"`
 	ACLRights  string          `json:"aclRights,omitempty"`
 	Detail     json.RawMessage `json:"detail,omitempty"`
+	// RecordedBy is "backfill" or "reconcile" for what a crawl recorded
+	// after the fact (empty: Cyrus notified it live). Time is then when
+	// the crawl found it; a backfill's entry happened before, a
+	// reconcile's within Window.
+	RecordedBy string         `json:"recordedBy,omitempty"`
+	Window     *bonnie.Window `json:"window,omitempty"`
 }
 
 const actColumns = `a.position, a.time, a.event, a.action, a.login, a.actor_id, a.client, a.session, a.service,
@@ -75,6 +82,7 @@ func (x *Index) entries(ctx context.Context, query string, args ...any) ([]Entry
 		if detail != "" && json.Valid([]byte(detail)) {
 			e.Detail = json.RawMessage(detail)
 		}
+		markCrawled(&e) // gaps.go
 		out = append(out, e)
 	}
 	return out, rows.Err()
@@ -98,6 +106,9 @@ type MessageTimeline struct {
 	MessageID string  `json:"messageId"`
 	Places    []Place `json:"places"`
 	Entries   []Entry `json:"entries"`
+	// Gaps are the periods of the timeline's span in which the log of
+	// the folders involved is not known complete (see AddGaps).
+	Gaps []coverage.Crossing `json:"gaps,omitempty"`
 }
 
 // Place is one message place (a folder, UIDVALIDITY and UID).
@@ -200,6 +211,9 @@ type FolderTimeline struct {
 	// Entries are the folder's own events; with messages, also what
 	// happened to the messages in it.
 	Entries []Entry `json:"entries"`
+	// Gaps are the periods of the timeline's span in which the folder's
+	// log is not known complete (see AddGaps).
+	Gaps []coverage.Crossing `json:"gaps,omitempty"`
 }
 
 // FolderName is one name a folder had, from when.

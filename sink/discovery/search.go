@@ -149,6 +149,7 @@ func (x *Index) Search(ctx context.Context, q Search) ([]Hit, error) {
 		if detail != "" && json.Valid([]byte(detail)) {
 			e.Detail = json.RawMessage(detail)
 		}
+		markCrawled(e) // gaps.go
 		out = append(out, h)
 	}
 	return out, rows.Err()
