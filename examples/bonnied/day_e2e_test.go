@@ -242,25 +242,6 @@ member: %s
 	// message expunged before that is recorded without it (BodyRef.Error,
 	// datagram mode): each step that destroys a message waits until its
 	// body is in the log.
-	waitBody := func(mailbox string, uid imap.UID) {
-		t.Helper()
-		lv.waitFor(t, fmt.Sprintf("the body of %s UID %d", mailbox, uid), func(recs []bonnie.Record) bool {
-			for _, r := range recs {
-				if r.Event.Mailbox.Name != mailbox {
-					continue
-				}
-				for _, b := range r.Event.Bodies {
-					if b.UID == uint32(uid) && b.Error != "" {
-						t.Fatalf("the body of %s UID %d could not be had: %s", mailbox, uid, b.Error)
-					}
-					if b.UID == uint32(uid) && b.Digest != "" {
-						return true
-					}
-				}
-			}
-			return false
-		})
-	}
 	bonnieOut := func(args ...string) string {
 		t.Helper()
 		out, err := exec.Command(bonnieBin, append([]string{"--data", data}, args...)...).CombinedOutput()
@@ -281,8 +262,8 @@ member: %s
 	must("APPEND report", err)
 	s.LMTPDeliver(t, "dave@example.org", []string{"alice"}, []byte(dayMessage("Dave <dave@example.org>", "alice@example.org",
 		"<lunch@bonnie.test>", "Lunch", "Shall we meet for lunch at the zeppelin museum?")))
-	waitBody("user.alice", 1)
-	waitBody("user.alice", 2)
+	waitBody(t, lv, "user.alice", 1)
+	waitBody(t, lv, "user.alice", 2)
 	read(alice, "INBOX", 1)
 	store(alice, 1, imap.FlagFlagged)
 	_, err = alice.Move(imap.UIDSetNum(1), "INBOX.Shared").Wait()
@@ -293,8 +274,8 @@ member: %s
 	must("APPEND appointment", err)
 	_, err = appendMessage(alice, "INBOX.Calendar", kolabAppointment("evt-day", "Budget review", "Room 2"), nil)
 	must("APPEND appointment v2", err)
-	waitBody("user.alice.Calendar", 1)
-	waitBody("user.alice.Calendar", 2)
+	waitBody(t, lv, "user.alice.Calendar", 1)
+	waitBody(t, lv, "user.alice.Calendar", 2)
 	_, err = alice.Select("INBOX.Calendar", nil).Wait()
 	must("SELECT Calendar", err)
 	store(alice, 1, imap.FlagDeleted)

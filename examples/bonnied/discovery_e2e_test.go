@@ -99,6 +99,7 @@ func TestDiscoveryScriptedDay(t *testing.T) {
 	must("STORE 1 +FLAGS \\Flagged", alice.Store(imap.UIDSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagFlagged}}, nil).Close())
 	_, err = alice.Move(imap.UIDSetNum(1), "INBOX.Shared").Wait()
 	must("MOVE 1 Shared", err)
+	waitBody(t, lv, "user.alice", 2) // not expunged before its body was fetched
 	must("STORE 2 +FLAGS \\Deleted", alice.Store(imap.UIDSetNum(2), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close())
 	must("EXPUNGE", alice.Expunge().Close())
 
@@ -107,6 +108,7 @@ func TestDiscoveryScriptedDay(t *testing.T) {
 	must("APPEND appointment", err)
 	_, err = appendMessage(alice, "INBOX.Calendar", kolabAppointment("evt-e2e", "Budget review", "Room 2"), nil)
 	must("APPEND appointment v2", err)
+	waitBody(t, lv, "user.alice.Calendar", 1)
 	_, err = alice.Select("INBOX.Calendar", nil).Wait()
 	must("SELECT Calendar", err)
 	must("STORE 1 +FLAGS \\Deleted", alice.Store(imap.UIDSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close())

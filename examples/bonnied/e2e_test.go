@@ -511,6 +511,32 @@ func (v *logView) verify(t *testing.T, wantDeadLetters int) []bonnie.DeadLetter 
 	return dls
 }
 
+// waitBody waits until the log holds the body of mailbox's message uid,
+// and fails the test if it was recorded as lost. In datagram mode the body
+// is fetched over IMAP while the event is ingested: a message expunged a
+// few milliseconds after it arrived can be gone by then (Cyrus sends no
+// bodies; see README "Archive"), so a test that deletes a message waits
+// for its body first.
+func waitBody(t *testing.T, lv *logView, mailbox string, uid uint32) {
+	t.Helper()
+	lv.waitFor(t, fmt.Sprintf("the body of %s UID %d", mailbox, uid), func(recs []bonnie.Record) bool {
+		for _, r := range recs {
+			if r.Event.Mailbox.Name != mailbox {
+				continue
+			}
+			for _, b := range r.Event.Bodies {
+				if b.UID == uid && b.Error != "" {
+					t.Fatalf("the body of %s UID %d could not be had: %s", mailbox, uid, b.Error)
+				}
+				if b.UID == uid && b.Digest != "" {
+					return true
+				}
+			}
+		}
+		return false
+	})
+}
+
 // ofType returns the records of event type typ.
 func ofType(recs []bonnie.Record, typ bonnie.EventType) []bonnie.Record {
 	var out []bonnie.Record
