@@ -1,8 +1,12 @@
 // Command bonnie queries and checks a Bonnie log: decode a notification,
 // list events, verify the hash chain, handle dead letters, resolve and look
-// up identities, get, verify, export and restore archived mail, migrate a
-// log to PostgreSQL. Every command reads --data DIR (default ./bonnie-data)
-// or, with --postgres DSN, a PostgreSQL log.
+// up identities, get, verify, export and restore archived mail, govern the
+// archive (retention, holds, erasure, purge), ask discovery questions, run
+// interceptions, backfill and reconcile from IMAP, migrate a log to
+// PostgreSQL. Every command reads --data DIR (default ./bonnie-data) or,
+// with --postgres DSN, a PostgreSQL log. Commands that record an event of
+// their own append it themselves, or through a running bonnied's control
+// socket.
 //
 //	bonnie [--data DIR] decode < notification
 //	bonnie [--data DIR] events [--since N] [--json]
@@ -13,7 +17,12 @@
 //	bonnie [--data DIR] archive get <Message-ID|sha256> [-o FILE]
 //	bonnie [--data DIR] archive verify [--json] [--rebuild]
 //	bonnie [--data DIR] export --custodian X --from T1 --to T2 [--folder F] --format mbox|eml-zip [-o FILE]
-//	bonnie [--data DIR] restore (--mailbox NAME | --message MSGID) [--at TIME] [--exact] --to maildir:DIR|mbox:FILE
+//	bonnie [--data DIR] archive keygen FILE
+//	bonnie [--data DIR] archive retention set ID --keep 7y [--folder F] [--owner U] [--group G] | list [--json] | remove ID
+//	bonnie [--data DIR] archive hold place ID [--matter M] [--custodian U] [--folder F] [--from T1] [--to T2] [--query Q] | release ID | list [--json]
+//	bonnie [--data DIR] archive erase (--message ID|SHA256 | --user LOGIN) [--reason R] [--dry-run]
+//	bonnie [--data DIR] archive purge [--execute] [--json]
+//	bonnie [--data DIR] restore (--mailbox NAME | --message MSGID) [--at TIME] [--exact] --to maildir:DIR|mbox:FILE|imap://HOST:PORT [--user U --password-file F] [--into FOLDER] [--seen-as U] [--json]
 //	bonnie [--data DIR] whois <login> [--at TIME]
 //	bonnie [--data DIR] history user <login-or-id> [--json]
 //	bonnie [--data DIR] history message <Message-ID> [--json]
@@ -21,6 +30,10 @@
 //	bonnie [--data DIR] access (--folder F | --user P) [--at TIME] [--json]
 //	bonnie [--data DIR] object <uid> [--rev N | --diff A B] [--json]
 //	bonnie [--data DIR] search [--custodian X] [--folder F] [--from T1] [--to T2] [--type T] [--sender S] [--recipient R] [--subject S] [--text Q] [--json]
+//	bonnie [--data DIR] intercept start --target LOGIN --warrant REF --from T1 --to T2 --dest URL --authorised-by NAME | stop ID | list [--json] | deliveries ID [--json]
+//	bonnie [--data DIR] backfill --imap HOST:PORT --imap-user ADMIN --imap-password-file F [--mailbox PATTERN]
+//	bonnie [--data DIR] reconcile --imap HOST:PORT --imap-user ADMIN --imap-password-file F
+//	bonnie [--data DIR] coverage --folder F [--json]
 //	bonnie [--data DIR] resolve
 //	bonnie [--data DIR] migrate --to-postgres DSN
 //	bonnie api token --role auditor|user --principal NAME [--expires 90d] [--append FILE]
