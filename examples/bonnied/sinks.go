@@ -14,18 +14,17 @@ import (
 	"github.com/bonnie-archive/bonnie"
 	"github.com/bonnie-archive/bonnie/fetch"
 	"github.com/bonnie-archive/bonnie/sink/archive"
+	"github.com/bonnie-archive/bonnie/sink/backup"
 	"github.com/bonnie-archive/bonnie/sink/discovery"
 	"github.com/bonnie-archive/bonnie/sink/intercept"
 	"github.com/bonnie-archive/bonnie/store/blob"
 )
 
-// knownSinks are the sinks bonnied can run; planned ones are refused
-// with a clear message until they exist. Opt-in sinks run only when
-// --sinks names them: live interception is enabled deliberately.
+// knownSinks are the sinks bonnied runs by default. Opt-in sinks run only
+// when --sinks names them: live interception is enabled deliberately.
 var (
-	knownSinks   = []string{archive.Name}
-	optInSinks   = []string{intercept.Name, discovery.Name}
-	plannedSinks = []string{"backup"}
+	knownSinks = []string{archive.Name, backup.Name, discovery.Name}
+	optInSinks = []string{intercept.Name}
 )
 
 // sinkConfig holds the flags of the sinks and of body fetching.
@@ -55,7 +54,7 @@ type sinkConfig struct {
 }
 
 func (s *sinkConfig) register(fs *flag.FlagSet) {
-	fs.Var(&s.sinks, "sinks", "sinks to run, comma-separated (default: all that exist: "+strings.Join(knownSinks, ",")+"; 'none' for none)")
+	fs.Var(&s.sinks, "sinks", "sinks to run, comma-separated (default: "+strings.Join(knownSinks, ",")+"; also: "+strings.Join(optInSinks, ",")+"; 'none' for none)")
 	fs.StringVar(&s.imap, "imap", "", "fetch message bodies over IMAP from this HOST:PORT")
 	fs.StringVar(&s.imapUser, "imap-user", "cyrus", "IMAP user: a Cyrus admin (--imap-authorize owner) or a reader with the r right (self)")
 	fs.StringVar(&s.imapPassFile, "imap-password-file", "", "file holding the IMAP password (first line)")
@@ -84,10 +83,8 @@ func (s *sinkConfig) names() ([]string, error) {
 			if !slices.Contains(out, n) {
 				out = append(out, n)
 			}
-		case slices.Contains(plannedSinks, n):
-			return nil, fmt.Errorf("--sinks: the %s sink is not available in this version (available: %s)", n, strings.Join(knownSinks, ","))
 		default:
-			return nil, fmt.Errorf("--sinks: unknown sink %q (available: %s)", n, strings.Join(knownSinks, ","))
+			return nil, fmt.Errorf("--sinks: unknown sink %q (available: %s)", n, strings.Join(append(slices.Clone(knownSinks), optInSinks...), ","))
 		}
 	}
 	return out, nil
@@ -193,6 +190,8 @@ func openSinks(ctx context.Context, s *sinkConfig, data string, lg *slog.Logger)
 			}
 			closers = append(closers, func() { a.Close() })
 			out.sinks = append(out.sinks, a)
+		case backup.Name: // checks that every message put in a folder has its body for a restore
+			out.sinks = append(out.sinks, backup.NewSink(store, lg))
 		case discovery.Name: // DATA/discovery.db; bonnie history/access/object/search read it
 			d, err := discovery.Open(ctx, discovery.Path(data), store)
 			if err != nil {

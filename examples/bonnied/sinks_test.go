@@ -20,10 +20,10 @@ func TestSinkFlags(t *testing.T) {
 		want []string
 		err  string
 	}{
-		{nil, []string{"archive"}, ""},
+		{nil, []string{"archive", "backup", "discovery"}, ""},
 		{[]string{"--sinks", "archive"}, []string{"archive"}, ""},
+		{[]string{"--sinks", "backup,archive"}, []string{"backup", "archive"}, ""},
 		{[]string{"--sinks", "none"}, nil, ""},
-		{[]string{"--sinks", "backup"}, nil, "not available"},
 		{[]string{"--sinks", "archive,nosuch"}, nil, "unknown sink"},
 		{[]string{"--imap", "127.0.0.1:143"}, nil, "--imap-password-file"},
 	} {
@@ -57,7 +57,7 @@ func TestOpenSinksWithBodySources(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sk.close()
-	if len(sk.sinks) != 1 || sk.sinks[0].Name() != archive.Name {
+	if len(sk.sinks) != 3 || sk.sinks[0].Name() != archive.Name || sk.sinks[1].Name() != "backup" || sk.sinks[2].Name() != "discovery" {
 		t.Fatalf("sinks %v", sk.sinks)
 	}
 	chain, ok := sk.bodies.(fetch.Chain)
