@@ -3,7 +3,7 @@
 //
 // Cyrus 3.6 never puts a body in its notifications, so for every
 // MessageAppend and MessageNew the engine asks a bonnie.BodyFetcher for
-// the bytes of the new UIDs, before the event is applied. Three fetchers:
+// the bytes of the new UIDs, before the event is applied. The fetchers:
 //
 //   - IMAP: an IMAP client pool logged in with an administrator's
 //     credentials. It EXAMINEs the folder by its name in Cyrus's admin
@@ -16,6 +16,10 @@
 //     the layout it assumes.
 //   - Chain: asks several in turn, the next only for what the previous
 //     could not get (the spool first, IMAP for the rest).
+//   - Relayed: the central ingest's fetcher for the bodies a relay
+//     (examples/bonnie-relay) fetched next to Cyrus and published to
+//     RabbitMQ beside the notification (source/amqp, "Bodies"): it waits
+//     until the body the notification names is in the store.
 //
 // Every fetcher streams the bytes into the store (compressed as they
 // arrive, never held whole in memory) and returns them described by

@@ -1,7 +1,8 @@
 // Command bonnie-relay runs on a Cyrus IMAP machine and forwards its event
 // notifications to a central Bonnie ingest through RabbitMQ:
 //
-//	bonnie-relay --cyrus-dlist PATH | --cyrus-socket PATH --spool DIR --amqp amqp://USER:PASS@HOST:PORT/
+//	bonnie-relay --cyrus-dlist PATH | --cyrus-socket PATH --spool DIR --amqp amqp://USER:PASS@HOST:PORT/ \
+//	    [--cyrus-spool PARTITION] [--imap HOST:PORT --imap-user U --imap-password-file F]
 //
 // Every notification is first written to a durable local spool (SQLite,
 // synchronous=FULL, DIR/spool.db): a dlist notification is answered "OK"
@@ -17,6 +18,22 @@
 // socket's queue and Cyrus blocks (back-pressure); a dlist request is
 // retried --full-retries times and then answered NO. Each refusal is
 // counted and logged as an error.
+//
+// With --cyrus-spool (Cyrus's partition directories, fetch.Spool) and/or
+// --imap (BODY.PEEK[] as an admin, fetch.IMAP; the spool first, IMAP for
+// what it lacks) the relay also fetches the body of every message a
+// MessageAppend or MessageNew adds, since Cyrus never sends it. Fetching
+// starts as soon as the notification is spooled (Cyrus's answer never
+// waits for it; a broker outage does not delay it), and the notification
+// is published only after its bodies: they go first to the exchange
+// "<topic>.bodies" as chunks of at most --body-chunk-size (4 MiB) with
+// publisher confirms, then the notification, naming them in its metadata
+// (uid, sha256, size, or the fetch's error). What was fetched is recorded in the spool row and kept
+// in DIR/blobs until the notification is confirmed, so a crash between the
+// two publishes sends the same bodies again, harmlessly (content
+// addressed). A fetch failing (IMAP down, message gone) is recorded on the
+// notification after --body-timeout at most, never holding it. See
+// source/amqp's package doc ("Bodies") for why chunks.
 //
 // Under systemd socket activation the sockets are inherited and outlive
 // the relay (see source/cyrus). SIGINT and SIGTERM stop it: the sockets
@@ -43,8 +60,10 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/bonnie-archive/bonnie"
 	"github.com/bonnie-archive/bonnie/source/amqp"
 	"github.com/bonnie-archive/bonnie/source/cyrus"
+	"github.com/bonnie-archive/bonnie/store/blob"
 )
 
 func main() {
@@ -77,6 +96,7 @@ type config struct {
 	drainTimeout  time.Duration
 	logJSON       bool
 	logLevel      slog.Level
+	bodies        bodyConfig // bodies.go
 }
 
 // list is a repeatable, comma-separated flag.
@@ -115,6 +135,7 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.metrics, "metrics", "127.0.0.1:9465", "serve Prometheus metrics on this address (empty: off)")
 	fs.BoolVar(&c.logJSON, "log-json", false, "log JSON lines instead of text")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
+	c.bodies.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -134,6 +155,9 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 	case c.batch <= 0:
 		return nil, errors.New("--batch must be positive")
 	}
+	if err := c.bodies.check(); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -149,6 +173,16 @@ type relay struct {
 	sent    atomic.Int64 // notifications confirmed by the broker
 
 	pubErrors atomic.Int64 // failed Publish calls
+
+	// Body fetching (bodies.go); fetcher is nil without it.
+	fetcher       bonnie.BodyFetcher
+	store         *blob.Store
+	breaker       breaker
+	fetched       chan struct{} // signalled by fetchAhead after it recorded bodies
+	bodiesFetched atomic.Int64  // bodies stored in DIR/blobs
+	bodiesFailed  atomic.Int64  // bodies that could not be fetched (recorded on the notification)
+	bodiesSent    atomic.Int64  // bodies confirmed by the broker
+	bodyBytes     atomic.Int64  // their bytes
 }
 
 func run(ctx context.Context, args []string, stderr io.Writer) error {
@@ -169,7 +203,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer sp.Close()
-	r := &relay{cfg: c, lg: lg, sp: sp}
+	r := &relay{cfg: c, lg: lg, sp: sp, fetched: make(chan struct{}, 1)}
+	closeBodies, err := r.openBodies(lg)
+	if err != nil {
+		return err
+	}
+	defer closeBodies()
 	if c.metrics != "" {
 		srv, err := serveMetrics(c.metrics, r.registry(), lg)
 		if err != nil {
@@ -261,6 +300,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	pubDone := make(chan struct{})
 	draining := make(chan struct{})
 	go func() { defer close(pubDone); r.publish(pubCtx, draining) }()
+	fetchCtx, stopFetch := context.WithCancel(context.Background())
+	fetchDone := make(chan struct{})
+	if r.fetcher != nil {
+		go func() { defer close(fetchDone); r.fetchAhead(fetchCtx) }()
+	} else {
+		close(fetchDone)
+	}
 
 	lg.Info("bonnie-relay started", "spool", c.spool, "amqp", amqp.RedactURL(c.amqpURL), "topic", c.topic,
 		"datagram", c.socket, "dlist", c.dlist, "socket_activation", base.Activated != nil, "host", c.host)
@@ -274,10 +320,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	<-pubDone
 	t.Stop()
 	stopPub()
+	stopFetch()
+	<-fetchDone
 	n, b := sp.size()
 	lg.Info("bonnie-relay stopped", "uptime", time.Since(start).Round(time.Millisecond),
 		"spooled", r.spooled.Load(), "published", r.sent.Load(), "left_in_spool", n, "left_bytes", b,
-		"refused_spool_full", r.full.Load(), "spool_errors", r.failed.Load(), "lost", r.lost.Load())
+		"refused_spool_full", r.full.Load(), "spool_errors", r.failed.Load(), "lost", r.lost.Load(),
+		"bodies_fetched", r.bodiesFetched.Load(), "bodies_failed", r.bodiesFailed.Load(), "bodies_published", r.bodiesSent.Load())
 	return nil
 }
 
@@ -394,6 +443,24 @@ func (r *relay) publish(ctx context.Context, draining <-chan struct{}) {
 			}
 			continue
 		}
+		if r.fetcher != nil {
+			if rows, err = r.withBodies(pub, rows); err != nil {
+				r.pubErrors.Add(1)
+				if !failed("publishing bodies failed", err) {
+					return
+				}
+				continue
+			}
+			if len(rows) == 0 { // the oldest row's bodies are being fetched
+				select {
+				case <-r.fetched:
+				case <-time.After(time.Second):
+				case <-ctx.Done():
+					return
+				}
+				continue
+			}
+		}
 		msgs := make([]*message.Message, len(rows))
 		for i, row := range rows {
 			msgs[i] = message.NewMessage(row.uuid, row.raw)
@@ -414,6 +481,7 @@ func (r *relay) publish(ctx context.Context, draining <-chan struct{}) {
 			continue
 		}
 		r.sent.Add(int64(len(rows)))
+		r.forgetBodies(rows)
 		if wait > 0 {
 			r.lg.Info("publishing again", "published", len(rows))
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,7 +28,8 @@ type spool struct {
 
 	mu           sync.Mutex
 	count, bytes int64
-	added        chan struct{} // signalled after an insert
+	added        chan struct{} // signalled after an insert (for the publisher)
+	addedFetch   chan struct{} // signalled after an insert (for the body fetcher)
 }
 
 // row is one spooled notification.
@@ -36,6 +38,9 @@ type row struct {
 	uuid string
 	raw  []byte
 	meta message.Metadata
+	// bodies is the JSON of the bodies fetched for it (bodies.go), nil
+	// while not fetched.
+	bodies []byte
 }
 
 func openSpool(ctx context.Context, path string, maxCount, maxBytes int64) (*spool, error) {
@@ -56,12 +61,30 @@ func openSpool(ctx context.Context, path string, maxCount, maxBytes int64) (*spo
 		db.Close()
 		return nil, fmt.Errorf("spool %s: %w", path, err)
 	}
+	// Added with body fetching: NULL until the row's bodies are fetched.
+	if _, err := db.ExecContext(ctx, `ALTER TABLE spool ADD COLUMN bodies TEXT`); err != nil && !strings.Contains(err.Error(), "duplicate column") {
+		db.Close()
+		return nil, fmt.Errorf("spool %s: %w", path, err)
+	}
+	// bodies is NULL until the body fetcher looked at the row, then the
+	// JSON of its bodies, or "" when it has none. The rows holding bodies
+	// are few (fetched, not yet published): references looks only at them;
+	// unfetched only at the rows not looked at.
+	for _, ix := range []string{
+		`CREATE INDEX IF NOT EXISTS spool_fetched ON spool (seq) WHERE bodies IS NOT NULL AND bodies != ''`,
+		`CREATE INDEX IF NOT EXISTS spool_unfetched ON spool (seq) WHERE bodies IS NULL`,
+	} {
+		if _, err := db.ExecContext(ctx, ix); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("spool %s: %w", path, err)
+		}
+	}
 	var mode string
 	if err := db.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&mode); err != nil || mode != "2" {
 		db.Close()
 		return nil, fmt.Errorf("spool %s: synchronous is %q, want 2 (FULL): %v", path, mode, err)
 	}
-	s := &spool{db: db, maxCount: maxCount, maxBytes: maxBytes, added: make(chan struct{}, 1)}
+	s := &spool{db: db, maxCount: maxCount, maxBytes: maxBytes, added: make(chan struct{}, 1), addedFetch: make(chan struct{}, 1)}
 	if err := db.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(length(raw)), 0) FROM spool`).Scan(&s.count, &s.bytes); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("spool %s: %w", path, err)
@@ -125,6 +148,10 @@ func (s *spool) put(ctx context.Context, msgs []*message.Message) (int, error) {
 	case s.added <- struct{}{}:
 	default:
 	}
+	select {
+	case s.addedFetch <- struct{}{}:
+	default:
+	}
 	if n < len(msgs) {
 		return n, errSpoolFull
 	}
@@ -133,7 +160,7 @@ func (s *spool) put(ctx context.Context, msgs []*message.Message) (int, error) {
 
 // next returns up to max of the oldest rows.
 func (s *spool) next(ctx context.Context, max int) ([]row, error) {
-	rs, err := s.db.QueryContext(ctx, `SELECT seq, uuid, raw, meta FROM spool ORDER BY seq LIMIT ?`, max)
+	rs, err := s.db.QueryContext(ctx, `SELECT seq, uuid, raw, meta, bodies FROM spool ORDER BY seq LIMIT ?`, max)
 	if err != nil {
 		return nil, fmt.Errorf("spool: read: %w", err)
 	}
@@ -142,15 +169,65 @@ func (s *spool) next(ctx context.Context, max int) ([]row, error) {
 	for rs.Next() {
 		var r row
 		var meta string
-		if err := rs.Scan(&r.seq, &r.uuid, &r.raw, &meta); err != nil {
+		var bodies sql.NullString
+		if err := rs.Scan(&r.seq, &r.uuid, &r.raw, &meta, &bodies); err != nil {
 			return nil, fmt.Errorf("spool: read: %w", err)
 		}
 		if err := json.Unmarshal([]byte(meta), &r.meta); err != nil {
 			return nil, fmt.Errorf("spool: row %d metadata: %w", r.seq, err)
 		}
+		if bodies.Valid {
+			r.bodies = []byte(bodies.String)
+		}
 		out = append(out, r)
 	}
 	return out, rs.Err()
+}
+
+// setBodies records, in one transaction, the bodies fetched for rows
+// (JSON; "" for a row without any), so that a restart publishes what was
+// fetched instead of fetching again.
+func (s *spool) setBodies(ctx context.Context, bodies map[int64][]byte) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("spool: record bodies: %w", err)
+	}
+	defer tx.Rollback()
+	for seq, b := range bodies {
+		if _, err := tx.ExecContext(ctx, `UPDATE spool SET bodies = ? WHERE seq = ?`, string(b), seq); err != nil {
+			return fmt.Errorf("spool: record bodies: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("spool: record bodies: %w", err)
+	}
+	return nil
+}
+
+// unfetched returns up to max of the oldest rows the body fetcher has not
+// looked at (seq and raw only).
+func (s *spool) unfetched(ctx context.Context, max int) ([]row, error) {
+	rs, err := s.db.QueryContext(ctx, `SELECT seq, raw FROM spool WHERE bodies IS NULL ORDER BY seq LIMIT ?`, max)
+	if err != nil {
+		return nil, fmt.Errorf("spool: read: %w", err)
+	}
+	defer rs.Close()
+	var out []row
+	for rs.Next() {
+		var r row
+		if err := rs.Scan(&r.seq, &r.raw); err != nil {
+			return nil, fmt.Errorf("spool: read: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, rs.Err()
+}
+
+// references reports whether a spooled row still names the body digest.
+func (s *spool) references(ctx context.Context, digest string) (bool, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM spool WHERE bodies IS NOT NULL AND bodies != '' AND instr(bodies, ?) > 0`, digest).Scan(&n)
+	return n > 0, err
 }
 
 // remove deletes rows (confirmed by the broker).

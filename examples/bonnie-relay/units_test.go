@@ -43,6 +43,7 @@ func TestSystemdUnits(t *testing.T) {
 	}
 	exec0 := unitValue(t, "bonnie-relay.service", "Service", "ExecStart")
 	exec0 = strings.ReplaceAll(exec0, "${BONNIE_AMQP}", "amqp://guest:guest@127.0.0.1:5672/")
+	exec0 = strings.ReplaceAll(exec0, "$BONNIE_RELAY_BODIES", "--cyrus-spool /var/spool/cyrus/mail") // relay.env's example
 	fields := strings.Fields(exec0)
 	if fields[0] != "/usr/local/bin/bonnie-relay" {
 		t.Fatalf("ExecStart runs %s", fields[0])

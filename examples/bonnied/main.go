@@ -170,6 +170,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	// it with the engine, which exists only once the sinks do.
 	var recorder atomic.Pointer[bonnie.Engine]
 	c.sinks.log = store
+	c.sinks.relayedBodies = len(c.amqp.urls) > 0 && !c.amqp.noBodies
 	c.sinks.record = func(ctx context.Context, raw []byte, source string) (bonnie.Position, bool, error) {
 		e := recorder.Load()
 		if e == nil {
@@ -272,7 +273,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	eng, err := bonnie.New(bonnie.Options{
 		Store: store, Sources: sources, Logger: lg, Metrics: metrics,
 		Resolver: resolver, ResolveTimeout: c.resolveTimeout, ResolveEvery: c.resolveEvery,
-		Sinks: sk.sinks, Bodies: sk.bodies, BodyTimeout: c.sinks.bodyTimeout, BodyConcurrency: c.sinks.bodyParallel,
+		Sinks: sk.sinks, Bodies: c.amqp.bodyFetcher(sk.bodies), BodyTimeout: c.sinks.bodyTimeout, BodyConcurrency: c.sinks.bodyParallel,
 		Lifecycle: "bonnied",
 		Details: map[string]any{
 			"vnd.bonnie.socketActivated": base.Activated != nil,
@@ -280,7 +281,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			"vnd.bonnie.dlistSocket":     c.dlist,
 			"vnd.bonnie.amqpSources":     len(relayed),
 			"vnd.bonnie.sinks":           sk.details["vnd.bonnie.sinks"],
-			"vnd.bonnie.bodySources":     sk.details["vnd.bonnie.bodySources"],
+			"vnd.bonnie.bodySources":     bodySources(sk.details["vnd.bonnie.bodySources"], c),
 		},
 	})
 	if err != nil {
@@ -362,4 +363,17 @@ func openResolver(ctx context.Context, c *config, lg *slog.Logger) (bonnie.Resol
 		lg.Info("identities resolved from a file", "file", c.identity.IdentityFile)
 	}
 	return r, closeR, nil
+}
+
+// bodySources names where bodies come from, for the DaemonStart record:
+// the local fetchers and, with --amqp, the relays.
+func bodySources(local any, c *config) string {
+	s, _ := local.(string)
+	if len(c.amqp.urls) > 0 && !c.amqp.noBodies {
+		if s != "" {
+			s += "; "
+		}
+		s += "relays (--amqp)"
+	}
+	return s
 }

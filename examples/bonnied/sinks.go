@@ -47,6 +47,9 @@ type sinkConfig struct {
 	interceptPassword string
 	flags             *flag.FlagSet // all of bonnied's flags
 
+	// relayedBodies is set when relays send bodies over --amqp.
+	relayedBodies bool
+
 	// log and record are the engine's log and its Record, for the sinks
 	// that append their own events (interception deliveries); set by run.
 	log    bonnie.Log
@@ -171,8 +174,8 @@ func openSinks(ctx context.Context, s *sinkConfig, data string, lg *slog.Logger)
 	}
 	switch len(chain) {
 	case 0:
-		if slices.Contains(names, archive.Name) {
-			lg.Warn("no body source (--imap or --spool): message bodies are not fetched, the archive indexes none")
+		if slices.Contains(names, archive.Name) && !s.relayedBodies {
+			lg.Warn("no body source (--imap, --spool or relays over --amqp): message bodies are not fetched, the archive indexes none")
 		}
 	case 1:
 		out.bodies = chain[0]

@@ -51,6 +51,54 @@
 // both against a real RabbitMQ, with ConsumerGroups and Persistent, and
 // GuaranteedOrder and GuaranteedOrderWithSingleSubscriber for Window 1.
 //
+// # Bodies
+//
+// Cyrus never puts a message body in a notification, and a relay next to
+// Cyrus can read it where the centre cannot: from the spool files (a
+// message expunged seconds after delivery is still there under Cyrus's
+// delayed expunge), or over IMAP on the loopback. So the relay
+// (examples/bonnie-relay --cyrus-spool, --imap) fetches the bodies of
+// every MessageAppend and MessageNew after spooling the notification, and
+// publishes them before it, as separately addressed blobs:
+//
+//   - Each body goes to the fanout exchange BodiesTopic(topic),
+//     "<topic>.bodies", whose queues are "<topic>.bodies.<group>" (declared
+//     by the publisher like the notifications' ones), with PublishBody: in
+//     chunks of at most DefaultChunkSize (4 MiB), persistent, each
+//     confirmed, headers MetaBodyDigest (SHA-256), MetaBodySize,
+//     MetaBodyPart, MetaBodyParts and MetaBodyOffset, message id
+//     ChunkID (sha256.part): the same body published twice is the same
+//     messages, and the receiver keeps each digest once.
+//   - The notification follows, confirmed too, payload untouched, with
+//     MetaBodies: the JSON of its bonnie.BodyRef (uid, sha256, size,
+//     internalDate; or the fetch's error).
+//   - At the centre a BodyReceiver consumes the bodies queue into the
+//     body store, checking SHA-256 and size (a body of one chunk at once;
+//     the chunks of a larger one each fsynced into a staging directory
+//     before it is acknowledged, in any order, then hashed and stored), and
+//     ExpectBodies hands each notification's refs to fetch.Relayed, the
+//     engine's BodyFetcher, which waits (bounded by
+//     bonnie.Options.BodyTimeout) until the bodies are in the store: the
+//     event is appended with its Bodies exactly as if fetched locally. The
+//     two queues are consumed independently, so the body may come second
+//     (a redelivery, a slower consumer): the wait covers it, and a body that
+//     never comes is recorded on the event as not received.
+//
+// Why not the body in the notification: the payload must stay the bytes
+// Cyrus sent (bonnie.Event.Raw and Key depend on it), the events queue
+// would carry megabytes between notifications of a hundred bytes (a
+// classic queue hands them over in order: one large message delays all
+// behind it, and the engine's group commit with them), and RabbitMQ
+// refuses messages over max_message_size (128 MiB by default in 3.x; a
+// mailbox may accept larger) and goes into memory alarms long before.
+// Why chunks rather than one message per body: a chunk bounds the broker's
+// and the receiver's memory whatever the body's size, each is small enough
+// to be confirmed and fsynced quickly, and a body interrupted halfway is
+// resumed from the chunks already on disk. Why content addressing: a relay
+// that dies between the two publishes (kill -9) publishes both again; the
+// second body is recognised by its digest and acknowledged at once, the
+// second notification is absorbed by the log's idempotent append.
+//
 // # Failures
 //
 // The publisher pipelines its confirms (a batch is sent, then its confirms
