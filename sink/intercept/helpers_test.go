@@ -96,11 +96,16 @@ type fixture struct {
 	done   chan error
 	uid    uint32
 	seq    int
+
+	resolver bonnie.Resolver
 }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T) *fixture { return newFixtureWith(t, directory) }
+
+// newFixtureWith is newFixture with another directory.
+func newFixtureWith(t *testing.T, resolver bonnie.Resolver) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := sqlite.Open(context.Background(), filepath.Join(dir, "log.db"))
@@ -112,7 +117,7 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{t: t, dir: dir, store: st, blobs: blobs}
+	f := &fixture{t: t, dir: dir, store: st, blobs: blobs, resolver: resolver}
 	f.startEngine()
 	t.Cleanup(f.stop)
 	return f
@@ -133,7 +138,7 @@ func (f *fixture) startEngine() {
 		t.Fatal(err)
 	}
 	eng, err = bonnie.New(bonnie.Options{
-		Store: f.store, Sinks: []bonnie.Sink{sink}, Logger: quiet(), Resolver: directory,
+		Store: f.store, Sinks: []bonnie.Sink{sink}, Logger: quiet(), Resolver: f.resolver,
 		Bodies: memFetcher{f.blobs}, SinkBackoff: 10 * time.Millisecond, SinkMaxBackoff: 100 * time.Millisecond,
 	})
 	if err != nil {

@@ -307,11 +307,23 @@ func (s *Sink) learn(id string, names ...string) {
 }
 
 // learnFrom adds the names of the event's resolved identities that belong
-// to a target: a login renamed, an address added.
+// to a target (a login renamed, an address added), and forgets a target's
+// name once the directory gives it to someone else: a login freed by a
+// rename and reused must not bring the new holder's events (matched by
+// name when they carry no resolved identity, as MailboxModseq does) into
+// the interception.
 func (s *Sink) learnFrom(ev *bonnie.Event) {
 	for _, id := range ev.Identities.All() {
 		if id.Unresolved || id.ID == "" {
 			continue
+		}
+		for target, names := range s.names {
+			if target == id.ID {
+				continue
+			}
+			for _, n := range id.Names() {
+				delete(names, strings.ToLower(n))
+			}
 		}
 		if _, known := s.names[id.ID]; known {
 			s.learn(id.ID, id.Names()...)

@@ -345,3 +345,47 @@ func TestWrongLog(t *testing.T) {
 		t.Errorf("handed over from the wrong log: %v", files)
 	}
 }
+
+// reusedLogin is a directory in which Jane's old login janeg, freed by her
+// rename to janed, is given to another person at noon.
+type reusedLogin struct{}
+
+func (reusedLogin) Resolve(ctx context.Context, subject string, at time.Time) (bonnie.Identity, error) {
+	if subject == "janeg" && !at.Before(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)) {
+		return bonnie.Identity{Subject: subject, Kind: bonnie.IdentityUser, ID: "u-other", Login: "janeg",
+			Addresses: []string{"janeg@example.org"}, Source: "test", ResolvedAt: time.Now().UTC()}, nil
+	}
+	return directory.Resolve(ctx, subject, at)
+}
+
+// A login freed by a rename and given to someone else stops being one of
+// the target's names: the new holder's events that carry no resolved
+// identity (MailboxModseq names only the mailbox) are not intercepted.
+func TestReusedLoginLeavesTheTarget(t *testing.T) {
+	f := newFixtureWith(t, reusedLogin{})
+	out := filepath.Join(f.dir, "out")
+	os.Mkdir(out, 0o700)
+	f.record(intercept.Start("i-reuse", janeTarget(), "W-4", at(0, 0), at(23, 0), "dir:"+out, "Judge", "test", time.Now()))
+	modseq := func(owner string, when time.Time) bonnie.Position {
+		return f.ingest("MailboxModseq", when, map[string]any{"mailboxID": "inbox-of-" + owner,
+			"uri": fmt.Sprintf("imap://h/user.%s;UIDVALIDITY=1", owner), "modseq": 7})
+	}
+	want := []bonnie.Position{
+		f.login("janeg", at(10, 0)), // Jane, under her old login
+		modseq("janeg", at(10, 1)),  // her old mailbox, matched by name
+		f.login("janed", at(11, 0)), // Jane renamed
+	}
+	f.login("janeg", at(12, 30)) // the login now belongs to someone else
+	modseq("janeg", at(12, 31))  // so does the mailbox: not Jane's
+	f.caughtUp(20 * time.Second)
+	ds, _ := intercept.Deliveries(context.Background(), f.store, "i-reuse")
+	var got []bonnie.Position
+	for _, d := range ds {
+		for _, it := range d.Items {
+			got = append(got, it.Position)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("delivered positions %v, want %v", got, want)
+	}
+}
