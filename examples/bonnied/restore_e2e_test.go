@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -108,12 +109,30 @@ func (e *restoreEnv) tryRestore(t *testing.T, args ...string) (string, error) {
 	return stdout.String(), err
 }
 
+// lockedBuilder is a strings.Builder safe for concurrent writers.
+type lockedBuilder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuilder) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuilder) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 // folderState is what a folder holds, as its owner sees it: one line
 // "sha256 flags internal-date" per message, sorted (\Recent left out).
 func folderState(t *testing.T, s *cyrustest.Server, user, mailbox string) []string {
 	t.Helper()
 	pw, _ := s.Password(user)
-	var wire strings.Builder // what was said, for a failure
+	var wire lockedBuilder // what was said, for a failure (go-imap writes it from two goroutines)
 	c, err := imapclient.DialInsecure(s.IMAPAddr(), &imapclient.Options{DebugWriter: &wire})
 	if err != nil {
 		t.Fatal(err)
