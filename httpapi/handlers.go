@@ -394,31 +394,47 @@ func (s *Server) search(ctx context.Context, c *call) (any, error) {
 	if err := c.ask(ctx); err != nil {
 		return nil, err
 	}
-	hits, err := s.o.Index.Search(ctx, sq)
-	if err != nil {
-		return nil, err
-	}
 	if c.v.auditor() {
-		return hits, nil
+		return s.o.Index.Search(ctx, sq)
 	}
 	// A user's search would otherwise tell what the bodies and headers
 	// of mail they may not read contain: hits they may not see are left
-	// out, not redacted.
+	// out, not redacted. The limit counts what they may see, so the
+	// search is read page by page until it is reached (at most
+	// maxScanned hits looked at, so that a user cannot make the server
+	// walk the whole index).
 	c.w.Header().Set("Bonnie-Filtered", "true")
+	limit := sq.Limit
 	out := []discovery.Hit{}
-	for _, h := range hits {
-		e, err := c.v.entry(ctx, h.Entry)
+	for scanned := 0; len(out) < limit && scanned < maxScanned; {
+		hits, err := s.o.Index.Search(ctx, sq)
 		if err != nil {
 			return nil, err
 		}
-		if e.Redacted || e.Folder != h.Folder {
-			continue
+		for _, h := range hits {
+			e, err := c.v.entry(ctx, h.Entry)
+			if err != nil {
+				return nil, err
+			}
+			if e.Redacted || e.Folder != h.Folder {
+				continue
+			}
+			h.Entry = e.Entry
+			if out = append(out, h); len(out) == limit {
+				break
+			}
 		}
-		h.Entry = e.Entry
-		out = append(out, h)
+		if len(hits) < sq.Limit {
+			break // the end of the search
+		}
+		scanned += len(hits)
+		sq.Offset += len(hits)
 	}
 	return out, nil
 }
+
+// maxScanned bounds the hits one user's search looks at.
+const maxScanned = 10 * maxLimit
 
 // Whoami is who the token authenticates, and for a user the person the
 // log knows by that name.

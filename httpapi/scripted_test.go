@@ -259,6 +259,19 @@ func TestScriptedDay(t *testing.T) {
 		if e.as("bob", "/v1/search?subject=evt-1&type=MessageAppend", &hits) != 200 || len(hits) != 2 {
 			t.Errorf("bob, the shared calendar: %+v", hits)
 		}
+		// The limit counts what the user may see: from 09:15 the first
+		// hit is the delivery into alice's inbox, which bob cannot read.
+		const since = "/v1/search?from=2026-11-28T09:15:00Z"
+		var all, first []discovery.Hit
+		if e.as("auditor", since+"&limit=1", &first) != 200 || len(first) != 1 {
+			t.Fatalf("auditor, limit 1: %+v", first)
+		}
+		if e.as("bob", since, &all) != 200 || len(all) == 0 || all[0].Position == first[0].Position {
+			t.Fatalf("the test needs bob's first hit to differ from the auditor's: %+v %+v", all, first)
+		}
+		if e.as("bob", since+"&limit=1", &hits) != 200 || len(hits) != 1 || hits[0].Position != all[0].Position {
+			t.Errorf("bob, limit 1: %+v, want his first visible hit %d", hits, all[0].Position)
+		}
 		if e.as("bob", "/v1/search?type=NoSuchEvent", nil) != http.StatusBadRequest {
 			t.Error("unknown type accepted")
 		}

@@ -33,8 +33,10 @@ type Search struct {
 	Subject   string             `json:"subject,omitempty"`
 	MessageID string             `json:"messageId,omitempty"`
 	Text      string             `json:"text,omitempty"`
-	// Limit caps the hits (0: 1000).
-	Limit int `json:"limit,omitempty"`
+	// Limit caps the hits (0: 1000); Offset skips the first hits, for
+	// reading a search page by page.
+	Limit  int `json:"limit,omitempty"`
+	Offset int `json:"offset,omitempty"`
 }
 
 // Hit is one event that matched, with the message it concerns.
@@ -123,11 +125,11 @@ func (x *Index) Search(ctx context.Context, q Search) ([]Hit, error) {
 	if limit <= 0 {
 		limit = 1000
 	}
-	args = append(args, limit)
+	args = append(args, limit, max(q.Offset, 0))
 	rows, err := x.db.QueryContext(ctx, `SELECT `+actColumns+`, COALESCE(m.subject, ''), COALESCE(m.sender, ''),
 		COALESCE(m.recipients, ''), COALESCE(m.digest, '')
 		FROM acts a LEFT JOIN messages m ON m.msgkey = a.msgkey AND a.msgkey <> ''
-		WHERE `+strings.Join(where, " AND ")+` ORDER BY a.time, a.position, a.seq LIMIT ?`, args...)
+		WHERE `+strings.Join(where, " AND ")+` ORDER BY a.time, a.position, a.seq LIMIT ? OFFSET ?`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("discovery: search: %w", err)
 	}
