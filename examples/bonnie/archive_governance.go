@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/user"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -206,19 +207,12 @@ event in the log.`,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			lg, a, err := openArchiveWith(ctx, g, af, false)
+			found, err := askArchive(ctx, g, af, func(a *archive.Archive) (bool, error) {
+				ps, err := a.Policies(ctx)
+				return slices.ContainsFunc(ps, func(p archive.Policy) bool { return p.ID == args[0] }), err
+			})
 			if err != nil {
 				return err
-			}
-			ps, err := a.Policies(ctx)
-			a.Close()
-			lg.Close()
-			if err != nil {
-				return err
-			}
-			found := false
-			for _, p := range ps {
-				found = found || p.ID == args[0]
 			}
 			if !found {
 				return &exitError{msg: fmt.Sprintf("no retention policy %q", args[0])}
@@ -235,6 +229,18 @@ event in the log.`,
 	}
 	cmd.AddCommand(set, list, remove)
 	return cmd
+}
+
+// askArchive opens the archive index for one question and closes it.
+func askArchive[T any](ctx context.Context, g *globals, af *archiveFlags, ask func(*archive.Archive) (T, error)) (T, error) {
+	lg, a, err := openArchiveWith(ctx, g, af, false)
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	defer lg.Close()
+	defer a.Close()
+	return ask(a)
 }
 
 // parseWhen reads a time flag: RFC 3339 or a date (UTC).
@@ -317,19 +323,12 @@ and release is a vnd.bonnie.LegalHold event in the log.`,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			lg, a, err := openArchiveWith(ctx, g, af, false)
+			found, err := askArchive(ctx, g, af, func(a *archive.Archive) (bool, error) {
+				hs, err := a.Holds(ctx, false)
+				return slices.ContainsFunc(hs, func(h archive.Hold) bool { return h.ID == args[0] }), err
+			})
 			if err != nil {
 				return err
-			}
-			hs, err := a.Holds(ctx, false)
-			a.Close()
-			lg.Close()
-			if err != nil {
-				return err
-			}
-			found := false
-			for _, o := range hs {
-				found = found || o.ID == args[0]
 			}
 			if !found {
 				return &exitError{msg: fmt.Sprintf("no active hold %q", args[0])}

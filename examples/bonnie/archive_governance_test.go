@@ -117,6 +117,12 @@ func TestArchiveGovernanceCommands(t *testing.T) {
 	must("archive", "retention", "set", "all-1y", "--keep", "1y", "--actor", "dpo", "--note", "records schedule 4.2")
 	must("archive", "retention", "set", "tmp", "--keep", "1d", "--owner", "nobody", "--actor", "dpo")
 	must("archive", "retention", "remove", "tmp", "--actor", "dpo")
+	// Removing or releasing what is not there is an error, not an event.
+	for _, args := range [][]string{{"archive", "retention", "remove", "tmp"}, {"archive", "hold", "release", "no-such-hold"}} {
+		if rc, _, errb := cmd(append(args, "--actor", "dpo")...); rc == 0 || !strings.Contains(errb, "no ") {
+			t.Errorf("%v: rc %d, %q", args, rc, errb)
+		}
+	}
 	var ps []archive.Policy
 	if err := json.Unmarshal([]byte(must("archive", "retention", "list", "--json")), &ps); err != nil || len(ps) != 1 || ps[0].ID != "all-1y" || ps[0].Actor != "dpo" {
 		t.Fatalf("policies %+v %v", ps, err)
