@@ -68,6 +68,22 @@ type Options struct {
 	// SinkBackoff is the first wait after a sink error, doubled up to
 	// SinkMaxBackoff (defaults 100ms and 1m).
 	SinkBackoff, SinkMaxBackoff time.Duration
+	// CursorEvery is how often at most a sink's cursor is written to the
+	// store while it moves (default 500ms); it is also written when the
+	// sink stops. Why not after every page: at a live rate each event is a
+	// page of its own, and a cursor write per sink and event competes with
+	// the appends for the log's single writer (and its fsync), which is
+	// what Cyrus waits for in dlist mode. Sinks receive records at least
+	// once: after a crash a sink may be handed again up to CursorEvery's
+	// worth of records it had handled, as it may without this.
+	CursorEvery time.Duration
+	// SinkLinger is how long a sink that has caught up waits, once the log
+	// has grown, before it reads (default 5ms; negative: not at all). At a
+	// live rate of hundreds of events a second every commit would
+	// otherwise wake every sink for a page of one record; lingering
+	// gathers the commits of those few milliseconds into one page, and
+	// leaves the cores to the ingest, which Cyrus waits for.
+	SinkLinger time.Duration
 	// Resolver, when set, resolves each event's actor, mailbox owner and
 	// ACL subjects to persistent identities before the event is applied
 	// and appended (Event.Identities); users are then keyed by persistent
@@ -172,6 +188,12 @@ func New(opts Options) (*Engine, error) {
 	}
 	if opts.ResolveTimeout <= 0 {
 		opts.ResolveTimeout = 2 * time.Second
+	}
+	if opts.SinkLinger == 0 {
+		opts.SinkLinger = 5 * time.Millisecond
+	}
+	if opts.CursorEvery <= 0 {
+		opts.CursorEvery = 500 * time.Millisecond
 	}
 	names := map[string]bool{}
 	for _, s := range opts.Sinks {
@@ -641,8 +663,9 @@ func (e *Engine) decode(ctx context.Context, r *request) *Event {
 }
 
 // runSink delivers the log to one sink from its cursor on, forever. The
-// next page is read while the sink handles the current one and its cursor
-// is saved.
+// next page is read while the sink handles the current one. The cursor is
+// saved at most every Options.CursorEvery while it moves, once more when
+// it has stopped moving, and when the sink stops.
 func (e *Engine) runSink(ctx context.Context, s Sink) {
 	name, mask := s.Name(), s.Events()
 	lg := e.log.With("sink", name)
@@ -656,23 +679,48 @@ func (e *Engine) runSink(ctx context.Context, s Sink) {
 	rctx, cancel := context.WithCancel(ctx)
 	pages := make(chan sinkPage, 1)
 	go e.readPages(rctx, pos, mask, lg, pages)
+	saved, savedAt := pos, time.Now()
+	save := func() {
+		if pos != saved {
+			e.saveCursor(name, pos, lg)
+			saved, savedAt = pos, time.Now()
+		}
+	}
 	defer func() {
 		cancel()
 		for range pages { // wait for the reader to stop
 		}
+		save()
 	}()
-	for pg := range pages {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		var pg sinkPage
+		select {
+		case p, ok := <-pages:
+			if !ok {
+				return
+			}
+			pg = p
+		case <-timer.C:
+			save()
+			continue
+		}
 		for _, rec := range pg.recs {
 			if rec.Event != nil && mask.Has(rec.Event.Type) {
 				if !e.deliver(ctx, s, rec, lg) {
-					e.saveCursor(name, pos, lg)
 					return
 				}
 			}
 			pos = rec.Position
 		}
 		pos = max(pos, pg.last)
-		e.saveCursor(name, pos, lg)
+		if wait := e.opts.CursorEvery - time.Since(savedAt); wait <= 0 {
+			save()
+		} else {
+			timer.Reset(wait)
+		}
 		if pg.head > 0 {
 			e.metrics.sinkLag.WithLabelValues(name).Set(float64(pg.head - min(pos, pg.head)))
 		}
@@ -737,6 +785,9 @@ func (e *Engine) readPages(ctx context.Context, from Position, mask EventMask, l
 		if caughtUp {
 			select {
 			case <-wait:
+				if e.opts.SinkLinger > 0 {
+					sleep(ctx, e.opts.SinkLinger)
+				}
 			case <-ctx.Done():
 			}
 		}

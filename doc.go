@@ -33,7 +33,10 @@
 //     (Watermill subscribers) -> decode, resolve, fetch bodies -> apply ->
 //     append, in batches that share one transaction, each source message
 //     acknowledged only once durable; then every [Sink] ([SinkFunc]) reads
-//     the log from its own durable cursor, a new one from position 0.
+//     the log from its own durable cursor, a new one from position 0,
+//     at least once: the cursor is written every [Options.CursorEvery]
+//     and at stop, so after a crash a sink may be handed again the last
+//     records it had handled.
 //   - What people and Bonnie's own tasks do to the record (legal holds,
 //     erasures, interceptions, queries, backfills, reconciliations) is
 //     itself an event in the same chain ([OwnEvents]), appended only

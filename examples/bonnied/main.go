@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -56,6 +57,7 @@ type config struct {
 	cyrusUser   string
 	allowUsers  list
 	metrics     string
+	pprof       bool
 	logJSON     bool
 	logLevel    slog.Level
 	sync        string
@@ -98,6 +100,7 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.cyrusUser, "cyrus-user", "cyrus", "the user Cyrus runs as: owner of the sockets, and the only sender accepted")
 	fs.Var(&c.allowUsers, "allow-user", "also accept notifications sent by this user (repeatable; for load tests)")
 	fs.StringVar(&c.metrics, "metrics", "127.0.0.1:9464", "serve Prometheus metrics on this address (empty: off)")
+	fs.BoolVar(&c.pprof, "pprof", false, "also serve Go's profiler under /debug/pprof/ on the --metrics address (loopback by default: it shows the daemon's internals)")
 	fs.BoolVar(&c.logJSON, "log-json", false, "log JSON lines instead of text")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "debug, info, warn or error")
 	fs.StringVar(&c.sync, "sync", "full", "SQLite durability: full (an OK survives a machine crash) or normal (survives a process crash)")
@@ -122,6 +125,9 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 	}
 	if c.sync != "full" && c.sync != "normal" {
 		return nil, fmt.Errorf("--sync must be full or normal, not %q", c.sync)
+	}
+	if c.pprof && c.metrics == "" {
+		return nil, errors.New("--pprof serves the profiler on the --metrics address: give one")
 	}
 	if err := c.sinks.check(); err != nil {
 		return nil, err
@@ -229,7 +235,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	// Cyrus can write to them, what is read must reach the log or the
 	// dead letters.
 	if c.metrics != "" {
-		srv, err := serveMetrics(c.metrics, metrics, lg)
+		srv, err := serveMetrics(c.metrics, metrics, c.pprof, lg)
 		if err != nil {
 			return err
 		}
@@ -316,13 +322,26 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	return err
 }
 
-func serveMetrics(addr string, m *bonnie.Metrics, lg *slog.Logger) (*http.Server, error) {
+func serveMetrics(addr string, m *bonnie.Metrics, profile bool, lg *slog.Logger) (*http.Server, error) {
+	srv, _, err := serveMetricsAddr(addr, m, profile, lg)
+	return srv, err
+}
+
+// serveMetricsAddr is serveMetrics that also returns the address bound.
+func serveMetricsAddr(addr string, m *bonnie.Metrics, profile bool, lg *slog.Logger) (*http.Server, string, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("metrics listener: %w", err)
+		return nil, "", fmt.Errorf("metrics listener: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry(), promhttp.HandlerOpts{}))
+	if profile {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -330,7 +349,7 @@ func serveMetrics(addr string, m *bonnie.Metrics, lg *slog.Logger) (*http.Server
 		}
 	}()
 	lg.Info("metrics", "url", "http://"+ln.Addr().String()+"/metrics")
-	return srv, nil
+	return srv, ln.Addr().String(), nil
 }
 
 // openResolver builds the identity resolver from the flags and the

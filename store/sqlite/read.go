@@ -59,30 +59,26 @@ func (l *Log) read(ctx context.Context, from bonnie.Position, limit int, mask bo
 			inList = "(NULL)"
 		}
 	}
-	tx, err := l.rdb.BeginTxx(ctx, nil)
+	tx, err := l.rdb.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, from, fmt.Errorf("sqlite: read: %w", err)
 	}
 	defer tx.Rollback()
+	headSt, err := l.reads.headStmt(ctx)
+	if err != nil {
+		return nil, from, err
+	}
 	var head int64 // also starts the snapshot, before bound looks at the writer
-	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(position), 0) FROM records`).Scan(&head); err != nil {
+	if err := tx.StmtContext(ctx, headSt).QueryRowContext(ctx).Scan(&head); err != nil {
 		return nil, from, fmt.Errorf("sqlite: read: %w", err)
 	}
 	upto := l.bound(bonnie.Position(head))
-	eventCol, changesCol := "event", "changes"
-	var args []any
-	if wanted != nil {
-		// SQLite evaluates CASE lazily: the event text of a record not
-		// wanted is never read from its pages.
-		eventCol = "CASE WHEN type IN " + inList + " THEN event END"
-		changesCol = "CASE WHEN type IN " + inList + " THEN changes END"
-		args = append(args, inArgs...)
-		args = append(args, inArgs...)
+	pageSt, done, err := l.reads.page(ctx, tx, mask)
+	if err != nil {
+		return nil, from, err
 	}
-	args = append(args, int64(from), int64(upto), limit)
-
-	rows, err := tx.QueryContext(ctx, `SELECT position, id, key, appended, type, `+eventCol+`, prev_hash, hash, `+changesCol+`
-FROM records WHERE position > ? AND position <= ? ORDER BY position LIMIT ?`, args...)
+	defer done()
+	rows, err := pageSt.QueryContext(ctx, int64(from), int64(upto), limit)
 	if err != nil {
 		return nil, from, fmt.Errorf("sqlite: read: %w", err)
 	}
@@ -367,8 +363,12 @@ func (l *Log) Head(ctx context.Context) (bonnie.Position, error) {
 	if err := l.check(); err != nil {
 		return 0, err
 	}
+	st, err := l.reads.headStmt(ctx)
+	if err != nil {
+		return 0, err
+	}
 	var p int64
-	if err := l.rdb.QueryRowContext(ctx, `SELECT COALESCE(MAX(position), 0) FROM records`).Scan(&p); err != nil {
+	if err := st.QueryRowContext(ctx).Scan(&p); err != nil {
 		return 0, fmt.Errorf("sqlite: head: %w", err)
 	}
 	return l.bound(bonnie.Position(p)), nil

@@ -103,6 +103,8 @@ type Log struct {
 	wdb  *sql.DB  // the writer's and the checkpointer's connections, and one for small writes
 	rdb  *sqlx.DB // read-only connections
 	w    *writer
+	// reads keeps the read queries prepared.
+	reads *readStmts
 
 	mu     sync.RWMutex // guards sends on reqs against Close
 	closed atomic.Bool
@@ -190,7 +192,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Log, error) {
 	}
 	go w.sync.run()
 	l := &Log{
-		cfg: cfg, path: path, wdb: wdb, rdb: rdb, w: w,
+		cfg: cfg, path: path, wdb: wdb, rdb: rdb, w: w, reads: &readStmts{db: rdb.DB},
 		reqs: make(chan *request, cfg.maxBatch),
 		done: make(chan struct{}),
 	}
@@ -226,6 +228,7 @@ func (l *Log) Close() error {
 		l.mu.Unlock()
 		<-l.done
 		serr := l.w.sync.close() // answers the last batches
+		l.reads.close()
 		l.closeErr = errors.Join(serr, l.w.close(), l.rdb.Close(), l.wdb.Close())
 	})
 	return l.closeErr
