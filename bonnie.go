@@ -381,6 +381,7 @@ func (e *Engine) consume(ctx context.Context, name string, ch <-chan *message.Me
 			continue
 		}
 		r := &request{ctx: ctx, raw: msg.Payload, source: src, done: make(chan result, 1)}
+		start := time.Now()
 		feed(r)
 		acks.Add(1)
 		e.inflight.Add(1)
@@ -388,6 +389,7 @@ func (e *Engine) consume(ctx context.Context, name string, ch <-chan *message.Me
 			defer acks.Done()
 			defer e.inflight.Add(-1)
 			res := <-r.done
+			e.metrics.ingestTime.Observe(time.Since(start).Seconds())
 			if res.err == nil || errors.Is(res.err, ErrDeadLettered) {
 				msg.Ack() // durable in the log, or as a dead letter
 				return
@@ -445,6 +447,8 @@ func (e *Engine) Retry(ctx context.Context, d DeadLetter) (Position, bool, error
 const ReasonRejected = "rejected sender: "
 
 func (e *Engine) submit(ctx context.Context, r *request) (Position, bool, error) {
+	start := time.Now()
+	defer func() { e.metrics.ingestTime.Observe(time.Since(start).Seconds()) }()
 	e.bodies.start(ctx, r)
 	r.wait()
 	if e.running.Load() {
@@ -600,7 +604,9 @@ func (e *Engine) commit(ctx context.Context, p *prepared) {
 		}
 		return
 	}
+	start := time.Now()
 	res, err := e.store.AppendBatch(ctx, p.entries)
+	e.metrics.appendTime.Observe(time.Since(start).Seconds())
 	if err != nil {
 		// Nothing of the batch is stored: what was applied to the cache,
 		// by it and by any batch prepared after it, is not the log's state.

@@ -13,6 +13,8 @@ type Metrics struct {
 	sinkLag      *prometheus.GaugeVec
 	sinkErrors   *prometheus.CounterVec
 	bodies       *prometheus.CounterVec
+	ingestTime   prometheus.Histogram
+	appendTime   prometheus.Histogram
 	registry     *prometheus.Registry
 }
 
@@ -43,6 +45,18 @@ func NewMetrics() *Metrics {
 		bodies: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bonnie_bodies_total", Help: "Message bodies fetched at ingest, by outcome (stored, failed, skipped while the body source fails).",
 		}, []string{"outcome"}),
+		// What a synchronous (dlist) Cyrus waits for, from the engine's
+		// side: buckets from 0.25 ms, where a reply should be.
+		ingestTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "bonnie_ingest_duration_seconds",
+			Help:    "From a notification handed to the engine to its answer (durable, duplicate or dead letter).",
+			Buckets: prometheus.ExponentialBuckets(0.00025, 2, 14),
+		}),
+		appendTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "bonnie_append_duration_seconds",
+			Help:    "One batch appended to the log, until durable.",
+			Buckets: prometheus.ExponentialBuckets(0.00025, 2, 14),
+		}),
 		registry: prometheus.NewRegistry(),
 	}
 	m.registry.MustRegister(m)
@@ -53,7 +67,7 @@ func NewMetrics() *Metrics {
 func (m *Metrics) Registry() *prometheus.Registry { return m.registry }
 
 func (m *Metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.received, m.appended, m.duplicates, m.appendErrors, m.deadLetters, m.sinkLag, m.sinkErrors, m.bodies}
+	return []prometheus.Collector{m.received, m.appended, m.duplicates, m.appendErrors, m.deadLetters, m.sinkLag, m.sinkErrors, m.bodies, m.ingestTime, m.appendTime}
 }
 
 // Describe implements prometheus.Collector.
