@@ -112,7 +112,14 @@ func TestReadWithoutChangesCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	evs := storetest.Captures()
+	// Enough records for a page to be read in several ranges at once.
+	var evs []*bonnie.Event
+	for i := 0; len(evs) < 1300; i++ {
+		for _, ev := range storetest.Captures() {
+			evs = append(evs, storetest.Variant(ev, i))
+		}
+	}
+	l.cfg.shards = 3
 	for i, ev := range evs {
 		rec := bonnie.NewChanges(ev.User, ev.Time)
 		if i%3 != 2 { // some records have no changes at all
@@ -124,11 +131,11 @@ func TestReadWithoutChangesCopy(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	readAll := func(mask bonnie.EventMask) []bonnie.Record {
+	readAll := func(mask bonnie.EventMask, page int) []bonnie.Record {
 		var out []bonnie.Record
 		var pos bonnie.Position
 		for {
-			recs, last, err := l.ReadMatching(ctx, pos, 7, mask)
+			recs, last, err := l.ReadMatching(ctx, pos, page, mask)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -142,7 +149,11 @@ func TestReadWithoutChangesCopy(t *testing.T) {
 	masks := []bonnie.EventMask{bonnie.AllEvents, bonnie.Mask(bonnie.MessageNew, bonnie.MessageAppend, bonnie.FlagsSet)}
 	var want [][]bonnie.Record
 	for _, m := range masks {
-		want = append(want, readAll(m))
+		want = append(want, readAll(m, 7))
+		// Pages of 1000 are read in three ranges at once: the same records.
+		if got := readAll(m, 1000); !reflect.DeepEqual(got, want[len(want)-1]) {
+			t.Errorf("mask %v: pages of 1000 read differently from pages of 7", m)
+		}
 	}
 	if len(want[0]) != len(evs) {
 		t.Fatalf("read %d records, want %d", len(want[0]), len(evs))
@@ -152,9 +163,10 @@ func TestReadWithoutChangesCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, m := range masks {
-		got := readAll(m)
-		if !reflect.DeepEqual(got, want[i]) {
-			t.Errorf("mask %v: records without the copy read differently", m)
+		for _, page := range []int{7, 1000} {
+			if got := readAll(m, page); !reflect.DeepEqual(got, want[i]) {
+				t.Errorf("mask %v, pages of %d: records without the copy read differently", m, page)
+			}
 		}
 	}
 	if err := l.Verify(ctx); err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/bonnie-archive/bonnie"
 )
@@ -33,11 +34,28 @@ func decodeEvent(js []byte, ev *bonnie.Event) error {
 	return json.Unmarshal(js, ev)
 }
 
+// decodeEventString is decodeEvent for stored text the caller owns and
+// never changes (a string from the driver): the event's strings are then
+// views of it instead of copies, a fifth of the cost of reading a record.
+// The event keeps the whole text alive as long as it keeps any of them.
+func decodeEventString(js string, ev *bonnie.Event) error {
+	b := unsafe.Slice(unsafe.StringData(js), len(js))
+	d := eventDecoder{b: b, view: true}
+	if d.event(ev) {
+		return nil
+	}
+	*ev = bonnie.Event{}
+	return json.Unmarshal(b, ev)
+}
+
 // eventDecoder is a cursor over one JSON document. Every method returns
 // false on anything unexpected; the caller then falls back.
 type eventDecoder struct {
 	b []byte
 	i int
+	// view: b is the bytes of an immutable string, and strings without
+	// escapes may point into it.
+	view bool
 }
 
 func (d *eventDecoder) ws() {
@@ -116,6 +134,9 @@ func (d *eventDecoder) str() (string, bool) {
 					return out, true
 				}
 				return d.slowString(start)
+			}
+			if d.view && len(s) > 0 {
+				return unsafe.String(&s[0], len(s)), true
 			}
 			return string(s), true
 		case c == '\\':

@@ -37,6 +37,14 @@ func checkDecode(t *testing.T, name string, js []byte, fast bool) {
 	if !reflect.DeepEqual(&got, &want) {
 		t.Fatalf("%s: decodeEvent differs from encoding/json:\n got %+v\nwant %+v", name, got, want)
 	}
+	// The same from an owned string, whose fields then point into it.
+	var view bonnie.Event
+	if err := decodeEventString(string(js), &view); err != nil {
+		t.Fatalf("%s: decodeEventString: %v", name, err)
+	}
+	if !reflect.DeepEqual(&view, &want) {
+		t.Fatalf("%s: decodeEventString differs from encoding/json:\n got %+v\nwant %+v", name, view, want)
+	}
 	a, _ := json.Marshal(&got)
 	b, _ := json.Marshal(&want)
 	if !bytes.Equal(a, b) {

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unsafe"
 
 	"github.com/jmoiron/sqlx"
 
@@ -44,57 +43,104 @@ func (l *Log) read(ctx context.Context, from bonnie.Position, limit int, mask bo
 	if limit <= 0 {
 		return nil, from, nil
 	}
-	// The types wanted, as the type column spells them; nil is all.
-	var wanted map[string]bool
-	var inList string
-	var inArgs []any
-	if mask != bonnie.AllEvents {
-		wanted = make(map[string]bool)
-		for _, t := range mask.Types() {
-			wanted[t.String()] = true
-			inArgs = append(inArgs, t.String())
-		}
-		inList = "(" + strings.TrimSuffix(strings.Repeat("?,", len(inArgs)), ",") + ")"
-		if len(inArgs) == 0 {
-			inList = "(NULL)"
-		}
-	}
-	tx, err := l.rdb.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, from, fmt.Errorf("sqlite: read: %w", err)
-	}
-	defer tx.Rollback()
-	headSt, err := l.reads.headStmt(ctx)
+	// The head is read before bound looks at the writer (see bound).
+	head, err := l.committedHead(ctx)
 	if err != nil {
 		return nil, from, err
 	}
-	var head int64 // also starts the snapshot, before bound looks at the writer
-	if err := tx.StmtContext(ctx, headSt).QueryRowContext(ctx).Scan(&head); err != nil {
-		return nil, from, fmt.Errorf("sqlite: read: %w", err)
+	upto := l.bound(head)
+	// Positions are contiguous (1, 2, ...), so the page is the range
+	// (from, end]. A long page is read as several shorter ranges at once,
+	// each on its own connection, stepped and decoded by its own goroutine:
+	// stepping SQLite's rows is as much work as decoding them, and one
+	// goroutine stepping kept the other cores waiting. The records up to
+	// upto are committed and never change, so every connection reads the
+	// same rows whatever its snapshot. No range holds a connection while
+	// it waits for another (several readers at once cannot deadlock on
+	// the pool).
+	end := upto
+	if upto > from && uint64(upto-from) > uint64(limit) {
+		end = from + bonnie.Position(limit)
 	}
-	upto := l.bound(bonnie.Position(head))
-	pageSt, done, err := l.reads.page(ctx, tx, mask)
-	if err != nil {
+	if end <= from {
+		return nil, from, nil
+	}
+	n := int(end - from)
+	shards := 1
+	if n >= 2*minShard {
+		want := l.cfg.shards
+		if want <= 0 {
+			want = runtime.GOMAXPROCS(0)
+		}
+		shards = max(1, min(want, n/minShard, maxShards))
+	}
+	parts := make([]readShard, shards)
+	var wg sync.WaitGroup
+	for i := range parts {
+		lo := from + bonnie.Position(n*i/shards)
+		hi := from + bonnie.Position(n*(i+1)/shards)
+		run := func() { parts[i] = l.readRange(ctx, lo, hi, mask) }
+		if i == shards-1 {
+			run()
+			continue
+		}
+		wg.Go(run)
+	}
+	wg.Wait()
+	var recs []bonnie.Record
+	last := from
+	for i := range parts {
+		if parts[i].err != nil {
+			return nil, from, parts[i].err
+		}
+		recs = append(recs, parts[i].recs...)
+		if parts[i].last > last {
+			last = parts[i].last
+		}
+	}
+	if err := l.oldChanges(ctx, recs, parts, mask); err != nil {
 		return nil, from, err
+	}
+	if len(recs) == 0 {
+		return nil, last, nil
+	}
+	return recs, last, nil
+}
+
+// minShard is the fewest records a shard of a page reads; maxShards
+// bounds the connections one page takes (the log opens 4 for readers).
+const (
+	minShard  = 256
+	maxShards = 4
+)
+
+// readShard is what one range of a page gave.
+type readShard struct {
+	recs []bonnie.Record
+	last bonnie.Position
+	// old lists the indexes in recs of records appended before schema
+	// version 2, whose changes are not in their row.
+	old []int
+	err error
+}
+
+// readRange reads the records in (lo, hi] whose type is in mask, decoded.
+func (l *Log) readRange(ctx context.Context, lo, hi bonnie.Position, mask bonnie.EventMask) (out readShard) {
+	out.last = lo
+	st, done, err := l.reads.page(ctx, mask)
+	if err != nil {
+		out.err = err
+		return out
 	}
 	defer done()
-	rows, err := pageSt.QueryContext(ctx, int64(from), int64(upto), limit)
+	rows, err := st.QueryContext(ctx, int64(lo), int64(hi), int64(hi-lo))
 	if err != nil {
-		return nil, from, fmt.Errorf("sqlite: read: %w", err)
+		out.err = fmt.Errorf("sqlite: read: %w", err)
+		return out
 	}
 	defer rows.Close()
-	last := from
-	var (
-		recs []bonnie.Record
-		outs []*decoded
-		// Records appended before schema version 2 have no copy of their
-		// changes in the row: those come from the changes table.
-		oldest, newest bonnie.Position
-	)
-	// The events and changes are decoded on every core while this
-	// goroutine steps through the rows.
-	dec := newDecodePool()
-	defer dec.wait()
+	out.recs = make([]bonnie.Record, 0, hi-lo)
+	evs := make([]bonnie.Event, 0, hi-lo) // one allocation for the page's events
 	for rows.Next() {
 		var (
 			r        bonnie.Record
@@ -105,77 +151,89 @@ func (l *Log) read(ctx context.Context, from bonnie.Position, limit int, mask bo
 			key      any
 		)
 		if err := rows.Scan(&r.Position, &r.ID, &key, &appended, &typ, &js, &r.PrevHash, &r.Hash, &chs); err != nil {
-			return nil, from, fmt.Errorf("sqlite: read: %w", err)
+			out.err = fmt.Errorf("sqlite: read: %w", err)
+			return out
 		}
-		last = r.Position
-		if wanted != nil && !wanted[typ] {
-			continue
-		}
+		out.last = r.Position
 		if !js.Valid {
-			return nil, from, fmt.Errorf("sqlite: read record %d: no event", r.Position)
+			if mask != bonnie.AllEvents {
+				if t, ok := bonnie.ParseEventType(typ); !ok || !mask.Has(t) {
+					continue // not wanted: the query left its text unread
+				}
+			}
+			out.err = fmt.Errorf("sqlite: read record %d: no event", r.Position)
+			return out
 		}
 		if r.Key, err = loadKey(key); err != nil {
-			return nil, from, err
+			out.err = err
+			return out
 		}
 		if r.Appended, err = logchain.ParseTime(appended); err != nil {
-			return nil, from, fmt.Errorf("sqlite: read record %d: %w", r.Position, err)
+			out.err = fmt.Errorf("sqlite: read record %d: %w", r.Position, err)
+			return out
 		}
-		d := &decoded{fromTable: chs == nil}
-		if d.fromTable {
-			if oldest == 0 {
-				oldest = r.Position
-			}
-			newest = r.Position
+		evs = append(evs, bonnie.Event{})
+		ev := &evs[len(evs)-1]
+		if err := decodeEventString(js.String, ev); err != nil {
+			out.err = fmt.Errorf("sqlite: read record %d: decode event: %w", r.Position, err)
+			return out
 		}
-		r.Event = &d.ev
-		dec.add(decodeJob{pos: r.Position, js: js.String, chs: chs, out: d})
-		recs = append(recs, r)
-		outs = append(outs, d)
+		r.Event = ev
+		if chs == nil {
+			out.old = append(out.old, len(out.recs))
+		} else if r.Changes, err = decodeChanges(chs, r.Position); err != nil {
+			out.err = fmt.Errorf("sqlite: read record %d: decode event: %w", r.Position, err)
+			return out
+		}
+		out.recs = append(out.recs, r)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, from, fmt.Errorf("sqlite: read: %w", err)
+		out.err = fmt.Errorf("sqlite: read: %w", err)
 	}
-	rows.Close()
-	tx.Rollback() // done with the snapshot: free the connection
-	if len(recs) == 0 {
-		return nil, last, nil
+	return out
+}
+
+// oldChanges attaches their changes, from the changes table, to the
+// records appended before schema version 2 (which have no copy in their
+// row). The changes are committed with their record and never change:
+// reading them after the snapshot is the same as reading them in it.
+func (l *Log) oldChanges(ctx context.Context, recs []bonnie.Record, parts []readShard, mask bonnie.EventMask) error {
+	var old []bonnie.Record
+	var idx []int
+	base := 0
+	for i := range parts {
+		for _, k := range parts[i].old {
+			old = append(old, recs[base+k])
+			idx = append(idx, base+k)
+		}
+		base += len(parts[i].recs)
 	}
-	if err := dec.wait(); err != nil {
-		return nil, from, err
+	if len(old) == 0 {
+		return nil
 	}
-	for i, d := range outs {
-		recs[i].Changes = d.chs
+	oldest, newest := old[0].Position, old[len(old)-1].Position
+	q := `SELECT ` + changeCols + ` FROM changes WHERE position >= ? AND position <= ?`
+	qArgs := []any{int64(oldest), int64(newest)}
+	if mask != bonnie.AllEvents {
+		in := []string{"NULL"}
+		qArgs = append(qArgs, int64(oldest), int64(newest))
+		for _, t := range mask.Types() {
+			in = append(in, "?")
+			qArgs = append(qArgs, t.String())
+		}
+		q += ` AND position IN (SELECT position FROM records WHERE position >= ? AND position <= ? AND type IN (` + strings.Join(in, ",") + `))`
 	}
-	if oldest != 0 {
-		// The changes are committed with their record and never change:
-		// reading them after the snapshot is the same as reading them in it.
-		q := `SELECT ` + changeCols + ` FROM changes WHERE position >= ? AND position <= ?`
-		qArgs := []any{int64(oldest), int64(newest)}
-		if wanted != nil {
-			q += ` AND position IN (SELECT position FROM records WHERE position >= ? AND position <= ? AND type IN ` + inList + `)`
-			qArgs = append(qArgs, int64(oldest), int64(newest))
-			qArgs = append(qArgs, inArgs...)
-		}
-		chs, err := queryChanges(ctx, l.rdb, q+` ORDER BY position, seq`, qArgs)
-		if err != nil {
-			return nil, from, err
-		}
-		var old []bonnie.Record
-		var idx []int
-		for i, d := range outs {
-			if d.fromTable {
-				old = append(old, recs[i])
-				idx = append(idx, i)
-			}
-		}
-		if err := attachChanges(old, chs); err != nil {
-			return nil, from, err
-		}
-		for k, i := range idx {
-			recs[i].Changes = old[k].Changes
-		}
+	chs, err := queryChanges(ctx, l.rdb, q+` ORDER BY position, seq`, qArgs)
+	if err != nil {
+		return err
 	}
-	return recs, last, nil
+	if err := attachChanges(old, chs); err != nil {
+		return err
+	}
+	for k, i := range idx {
+		recs[i].Changes = old[k].Changes
+	}
+	return nil
 }
 
 // queryChanges reads changes with query, in position order, Cause set to
@@ -238,95 +296,6 @@ func attachChanges(recs []bonnie.Record, chs []bonnie.Change) error {
 	return nil
 }
 
-// decodePool decodes stored events on GOMAXPROCS goroutines, started on
-// the first add, handing them batches of decodeBatch events (one wake-up
-// per batch, not per event).
-type decodePool struct {
-	jobs    chan []decodeJob
-	batch   []decodeJob
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	errPos  bonnie.Position
-	err     error
-	started bool
-	done    bool
-}
-
-const decodeBatch = 16
-
-type decodeJob struct {
-	pos bonnie.Position
-	js  string
-	chs []byte // the record's changes column; nil: read from the table
-	out *decoded
-}
-
-// decoded is where a job puts a record's event and changes: one
-// allocation per record, not moved while the workers write to it.
-type decoded struct {
-	ev        bonnie.Event
-	chs       []bonnie.Change
-	fromTable bool
-}
-
-func newDecodePool() *decodePool { return &decodePool{} }
-
-func (p *decodePool) add(j decodeJob) {
-	if !p.started {
-		p.started = true
-		p.jobs = make(chan []decodeJob, 64)
-		for range runtime.GOMAXPROCS(0) {
-			p.wg.Go(p.work)
-		}
-	}
-	if p.batch == nil {
-		p.batch = make([]decodeJob, 0, decodeBatch)
-	}
-	p.batch = append(p.batch, j)
-	if len(p.batch) == decodeBatch {
-		p.jobs <- p.batch
-		p.batch = nil
-	}
-}
-
-func (p *decodePool) work() {
-	for batch := range p.jobs {
-		for _, j := range batch {
-			// The decoder only reads its input: a view of the string
-			// saves copying the stored text once more.
-			err := decodeEvent(unsafe.Slice(unsafe.StringData(j.js), len(j.js)), &j.out.ev)
-			if err != nil {
-				err = fmt.Errorf("sqlite: read record %d: decode event: %w", j.pos, err)
-			} else if j.chs != nil {
-				j.out.chs, err = decodeChanges(j.chs, j.pos)
-			}
-			if err != nil {
-				p.mu.Lock()
-				if p.err == nil || j.pos < p.errPos {
-					p.err = err
-					p.errPos = j.pos
-				}
-				p.mu.Unlock()
-			}
-		}
-	}
-}
-
-// wait waits for every event added to be decoded and returns the error
-// of the first (in log order) that could not be; it may be called again.
-func (p *decodePool) wait() error {
-	if p.started && !p.done {
-		p.done = true
-		if len(p.batch) > 0 {
-			p.jobs <- p.batch
-			p.batch = nil
-		}
-		close(p.jobs)
-		p.wg.Wait()
-	}
-	return p.err
-}
-
 const changeCols = `position, seq, entity, id, field, from_value, to_value, actor, time`
 
 // changeRow is a changes row as stored.
@@ -363,6 +332,15 @@ func (l *Log) Head(ctx context.Context) (bonnie.Position, error) {
 	if err := l.check(); err != nil {
 		return 0, err
 	}
+	head, err := l.committedHead(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return l.bound(head), nil
+}
+
+// committedHead is the highest position committed, durable or not.
+func (l *Log) committedHead(ctx context.Context) (bonnie.Position, error) {
 	st, err := l.reads.headStmt(ctx)
 	if err != nil {
 		return 0, err
@@ -371,7 +349,7 @@ func (l *Log) Head(ctx context.Context) (bonnie.Position, error) {
 	if err := st.QueryRowContext(ctx).Scan(&p); err != nil {
 		return 0, fmt.Errorf("sqlite: head: %w", err)
 	}
-	return l.bound(bonnie.Position(p)), nil
+	return bonnie.Position(p), nil
 }
 
 // History returns every change of one entity in log order, each with Cause

@@ -51,35 +51,30 @@ func pageQuery(mask bonnie.EventMask) string {
 FROM records WHERE position > ? AND position <= ? ORDER BY position LIMIT ?`
 }
 
-// page returns the prepared page query of mask, bound to tx, and a
-// function to call when done with it.
-func (s *readStmts) page(ctx context.Context, tx *sql.Tx, mask bonnie.EventMask) (*sql.Stmt, func(), error) {
+// page returns the page query of mask and a function to call when done
+// with it.
+func (s *readStmts) page(ctx context.Context, mask bonnie.EventMask) (*sql.Stmt, func(), error) {
 	s.mu.Lock()
-	st, ok := s.pages[mask]
-	if !ok && len(s.pages) < maxReadStmts {
+	st, cached := s.pages[mask]
+	if !cached {
 		var err error
 		if st, err = s.db.PrepareContext(ctx, pageQuery(mask)); err != nil {
 			s.mu.Unlock()
 			return nil, nil, fmt.Errorf("sqlite: read: %w", err)
 		}
-		if s.pages == nil {
-			s.pages = make(map[bonnie.EventMask]*sql.Stmt)
+		if len(s.pages) < maxReadStmts {
+			if s.pages == nil {
+				s.pages = make(map[bonnie.EventMask]*sql.Stmt)
+			}
+			s.pages[mask] = st
+			cached = true
 		}
-		s.pages[mask] = st
 	}
 	s.mu.Unlock()
-	if st == nil {
-		one, err := tx.PrepareContext(ctx, pageQuery(mask))
-		if err != nil {
-			return nil, nil, fmt.Errorf("sqlite: read: %w", err)
-		}
-		return one, func() { one.Close() }, nil
+	if !cached {
+		return st, func() { st.Close() }, nil
 	}
-	// A statement prepared on the pool and already prepared on the
-	// transaction's connection is reused as it is (database/sql keeps one
-	// per connection).
-	txst := tx.StmtContext(ctx, st)
-	return txst, func() { txst.Close() }, nil
+	return st, func() {}, nil
 }
 
 // headStmt returns the prepared head query.

@@ -50,6 +50,9 @@ type config struct {
 	busyTimeout time.Duration
 	readers     int
 	cacheKiB    int
+	// shards is how many ranges a long page is read in at once (0:
+	// GOMAXPROCS, at most maxShards); tests set it.
+	shards int
 }
 
 // Option changes a default of Open.
