@@ -675,7 +675,7 @@ func (e *Engine) decode(ctx context.Context, r *request) *Event {
 func (e *Engine) runSink(ctx context.Context, s Sink) {
 	name, mask := s.Name(), s.Events()
 	lg := e.log.With("sink", name)
-	pos, err := e.cursor(ctx, name, lg)
+	pos, err := e.cursor(ctx, s, lg)
 	if err != nil {
 		return
 	}
@@ -713,13 +713,25 @@ func (e *Engine) runSink(ctx context.Context, s Sink) {
 			save()
 			continue
 		}
-		for _, rec := range pg.recs {
-			if rec.Event != nil && mask.Has(rec.Event.Type) {
-				if !e.deliver(ctx, s, rec, lg) {
-					return
+		if bs, ok := s.(BatchSink); ok {
+			want := pg.recs[:0:0]
+			for _, rec := range pg.recs {
+				if rec.Event != nil && mask.Has(rec.Event.Type) {
+					want = append(want, rec)
 				}
 			}
-			pos = rec.Position
+			if len(want) > 0 && !e.deliverBatch(ctx, bs, want, lg) {
+				return
+			}
+		} else {
+			for _, rec := range pg.recs {
+				if rec.Event != nil && mask.Has(rec.Event.Type) {
+					if !e.deliver(ctx, s, rec, lg) {
+						return
+					}
+				}
+				pos = rec.Position
+			}
 		}
 		pos = max(pos, pg.last)
 		if wait := e.opts.CursorEvery - time.Since(savedAt); wait <= 0 {
@@ -800,10 +812,23 @@ func (e *Engine) readPages(ctx context.Context, from Position, mask EventMask, l
 	}
 }
 
-func (e *Engine) cursor(ctx context.Context, name string, lg *slog.Logger) (Position, error) {
+// cursor returns where a sink resumes: the position a PositionKeeper
+// reports, else its cursor in the log.
+func (e *Engine) cursor(ctx context.Context, s Sink, lg *slog.Logger) (Position, error) {
 	backoff := e.opts.SinkBackoff
 	for {
-		pos, err := e.store.Cursor(ctx, name)
+		var pos Position
+		var err error
+		if pk, ok := s.(PositionKeeper); ok {
+			pos, err = pk.Position(ctx)
+			if err == nil {
+				if cur, cerr := e.store.Cursor(ctx, s.Name()); cerr == nil && cur > pos {
+					lg.Info("sink resumes from its own position, behind its cursor (rebuilt?)", "position", pos, "cursor", cur)
+				}
+			}
+		} else {
+			pos, err = e.store.Cursor(ctx, s.Name())
+		}
 		if err == nil {
 			return pos, nil
 		}
@@ -830,6 +855,28 @@ func (e *Engine) deliver(ctx context.Context, s Sink, rec Record, lg *slog.Logge
 		}
 		e.metrics.sinkErrors.WithLabelValues(s.Name()).Inc()
 		lg.Warn("sink failed, retrying", "position", rec.Position, "retry_in", backoff, "err", err)
+		if !sleep(ctx, backoff) {
+			return false
+		}
+		backoff = min(2*backoff, e.opts.SinkMaxBackoff)
+	}
+}
+
+// deliverBatch hands records to a BatchSink, retrying the whole batch
+// with backoff; false when the engine stops first.
+func (e *Engine) deliverBatch(ctx context.Context, s BatchSink, recs []Record, lg *slog.Logger) bool {
+	backoff := e.opts.SinkBackoff
+	for {
+		err := s.HandleBatch(ctx, recs)
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		e.metrics.sinkErrors.WithLabelValues(s.Name()).Inc()
+		lg.Warn("sink failed, retrying", "positions", fmt.Sprintf("%d-%d", recs[0].Position, recs[len(recs)-1].Position),
+			"records", len(recs), "retry_in", backoff, "err", err)
 		if !sleep(ctx, backoff) {
 			return false
 		}

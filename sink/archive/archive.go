@@ -232,6 +232,12 @@ func (a *Archive) Handle(ctx context.Context, rec bonnie.Record) error {
 	return a.batch(ctx, []bonnie.Record{rec})
 }
 
+// HandleBatch implements bonnie.BatchSink: it indexes records in one
+// transaction. Handling them again changes nothing.
+func (a *Archive) HandleBatch(ctx context.Context, recs []bonnie.Record) error {
+	return a.batch(ctx, recs)
+}
+
 // Position returns the last log position the projection has handled.
 func (a *Archive) Position(ctx context.Context) (bonnie.Position, error) {
 	var v string

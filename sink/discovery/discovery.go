@@ -76,7 +76,8 @@ var Events = bonnie.Mask(bonnie.MessageAppend, bonnie.MessageNew, bonnie.Message
 
 // schemaVersion: an index of another version is dropped and rebuilt.
 // 2: Backfill and Reconcile events are indexed (gaps.go).
-const schemaVersion = 2
+// 3: messages indexed on (message_id, state).
+const schemaVersion = 3
 
 const schema = `
 CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;
@@ -124,7 +125,7 @@ CREATE TABLE messages (
 	recipients TEXT NOT NULL,
 	state      TEXT NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX messages_message_id ON messages(message_id);
+CREATE INDEX messages_message_id ON messages(message_id, state);
 CREATE INDEX messages_digest ON messages(digest) WHERE digest <> '';
 CREATE TABLE folder_names (
 	folder         TEXT NOT NULL,
@@ -259,6 +260,15 @@ func (x *Index) Events() bonnie.EventMask { return Events }
 // retry, the daemon and a command line catching up together) is safe.
 func (x *Index) Handle(ctx context.Context, rec bonnie.Record) error {
 	return x.batch(ctx, []bonnie.Record{rec}, rec.Position)
+}
+
+// HandleBatch implements bonnie.BatchSink: it indexes records in one
+// transaction; those at or before the index's position change nothing.
+func (x *Index) HandleBatch(ctx context.Context, recs []bonnie.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	return x.batch(ctx, recs, recs[len(recs)-1].Position)
 }
 
 // Position returns the last log position the index has handled.
