@@ -36,7 +36,9 @@
 //     the log from its own durable cursor, a new one from position 0,
 //     at least once: the cursor is written every [Options.CursorEvery]
 //     and at stop, so after a crash a sink may be handed again the last
-//     records it had handled.
+//     records it had handled. A [BatchSink] is handed a page at once; a
+//     [PositionKeeper] (a projection that stores its position with its
+//     data) resumes from its own position.
 //   - What people and Bonnie's own tasks do to the record (legal holds,
 //     erasures, interceptions, queries, backfills, reconciliations) is
 //     itself an event in the same chain ([OwnEvents]), appended only

@@ -54,3 +54,53 @@ func ExampleSinkFunc() {
 	// FlagsSet: flag:\Flagged "" -> "set" by alice
 	// FlagsClear: flag:\Flagged "set" -> "" by alice
 }
+
+// counter is a sink that takes the records of a page at once (a sink with
+// a database of its own would write them in one transaction).
+type counter struct {
+	done chan struct{}
+	n    int
+}
+
+func (c *counter) Name() string             { return "login-counter" }
+func (c *counter) Events() bonnie.EventMask { return bonnie.Mask(bonnie.Login) }
+func (c *counter) Handle(ctx context.Context, rec bonnie.Record) error {
+	return c.HandleBatch(ctx, []bonnie.Record{rec})
+}
+
+func (c *counter) HandleBatch(_ context.Context, recs []bonnie.Record) error {
+	c.n += len(recs)
+	fmt.Printf("%d logins in one batch, %d in all\n", len(recs), c.n)
+	if c.n == 3 {
+		close(c.done)
+	}
+	return nil
+}
+
+// A BatchSink registered on a log that already holds events is handed
+// them a page at a time during its catch-up.
+func ExampleBatchSink() {
+	dir, _ := os.MkdirTemp("", "bonnie-example")
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+	store, err := sqlite.Open(ctx, filepath.Join(dir, "log.db"))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer store.Close()
+	c := &counter{done: make(chan struct{})}
+	eng, _ := bonnie.New(bonnie.Options{Store: store, Sinks: []bonnie.Sink{c}})
+	for _, user := range []string{"alice", "bob", "carol"} {
+		js := `{"event":"Login","timestamp":"2026-11-28T20:00:00Z","service":"imap","user":"` + user + `","vnd.cmu.sessionId":"s-` + user + `","uri":"imap://h"}`
+		if _, _, err := eng.Ingest(ctx, []byte(js), "example"); err != nil {
+			fmt.Println(err)
+			return
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	go func() { <-c.done; cancel() }()
+	eng.Run(ctx)
+	// Output:
+	// 3 logins in one batch, 3 in all
+}
