@@ -35,7 +35,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -44,6 +43,7 @@ import (
 	_ "github.com/mattn/go-sqlite3" // the "sqlite3" driver
 
 	"github.com/bonnie-archive/bonnie"
+	"github.com/bonnie-archive/bonnie/internal/projection"
 	"github.com/bonnie-archive/bonnie/store/blob"
 )
 
@@ -71,7 +71,6 @@ var Events = bonnie.Mask(bonnie.MessageAppend, bonnie.MessageNew, bonnie.Message
 const schemaVersion = 2
 
 const schema = `
-CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE bodies (
 	digest         TEXT PRIMARY KEY,
 	size           INTEGER NOT NULL,
@@ -171,47 +170,18 @@ type Archive struct {
 // body store the log's digests refer to (read for the Message-ID header of
 // each new body; nil: Message-IDs come from the notifications only).
 func Open(ctx context.Context, path string, blobs *blob.Store) (*Archive, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		return nil, fmt.Errorf("archive: %w", err)
-	}
-	dsn := "file:" + path + "?_journal_mode=WAL&_synchronous=NORMAL&_busy_timeout=30000&_txlock=immediate"
-	db, err := sql.Open("sqlite3", dsn)
+	db, err := projection.Open(ctx, path, projectionSchema)
 	if err != nil {
-		return nil, fmt.Errorf("archive: open %s: %w", path, err)
-	}
-	a := &Archive{db: db, blobs: blobs, path: path}
-	if err := a.migrate(ctx); err != nil {
-		db.Close()
 		return nil, err
 	}
-	return a, nil
+	return &Archive{db: db, blobs: blobs, path: path}, nil
 }
 
-func (a *Archive) migrate(ctx context.Context) error {
-	tx, err := a.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("archive: %w", err)
-	}
-	defer tx.Rollback()
-	var v string
-	err = tx.QueryRowContext(ctx, `SELECT v FROM meta WHERE k = 'version'`).Scan(&v)
-	if err == nil && v == strconv.Itoa(schemaVersion) {
-		return nil
-	}
-	// New, or another version: (re)build from nothing; the engine or
-	// CatchUp replays the log into it.
-	for _, t := range []string{"meta", "bodies", "occurrences", "missing", "folder_names", "policies", "holds", "gone", "erased_people"} {
-		if _, err := tx.ExecContext(ctx, "DROP TABLE IF EXISTS "+t); err != nil {
-			return fmt.Errorf("archive: %w", err)
-		}
-	}
-	if _, err := tx.ExecContext(ctx, schema); err != nil {
-		return fmt.Errorf("archive: create schema: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO meta(k, v) VALUES ('version', ?), ('position', '0')`, strconv.Itoa(schemaVersion)); err != nil {
-		return fmt.Errorf("archive: %w", err)
-	}
-	return tx.Commit()
+// projectionSchema: a projection of another version is dropped and
+// rebuilt; the engine or CatchUp replays the log into it.
+var projectionSchema = projection.Schema{
+	Name: "archive", Version: schemaVersion, DDL: schema,
+	Tables: []string{"bodies", "occurrences", "missing", "folder_names", "policies", "holds", "gone", "erased_people"},
 }
 
 // Close closes the projection.
@@ -238,14 +208,14 @@ func (a *Archive) HandleBatch(ctx context.Context, recs []bonnie.Record) error {
 	return a.batch(ctx, recs)
 }
 
-// Position returns the last log position the projection has handled.
+// Position returns the last log position the projection has handled
+// (bonnie.PositionKeeper: the engine resumes the sink from it).
 func (a *Archive) Position(ctx context.Context) (bonnie.Position, error) {
-	var v string
-	if err := a.db.QueryRowContext(ctx, `SELECT v FROM meta WHERE k = 'position'`).Scan(&v); err != nil {
+	p, err := projection.Position(ctx, a.db)
+	if err != nil {
 		return 0, fmt.Errorf("archive: %w", err)
 	}
-	p, err := strconv.ParseUint(v, 10, 64)
-	return bonnie.Position(p), err
+	return p, nil
 }
 
 // CatchUp indexes the records of lg after the projection's position, so
@@ -280,10 +250,7 @@ func (a *Archive) CatchUp(ctx context.Context, lg bonnie.Log) (bonnie.Position, 
 
 // Rebuild empties the projection and replays the whole log into it.
 func (a *Archive) Rebuild(ctx context.Context, lg bonnie.Log) (bonnie.Position, error) {
-	if _, err := a.db.ExecContext(ctx, `UPDATE meta SET v = '-1' WHERE k = 'version'`); err != nil {
-		return 0, fmt.Errorf("archive: %w", err)
-	}
-	if err := a.migrate(ctx); err != nil {
+	if err := projection.Reset(ctx, a.db, projectionSchema, true); err != nil {
 		return 0, err
 	}
 	return a.CatchUp(ctx, lg)
@@ -370,7 +337,7 @@ func (a *Archive) batchTo(ctx context.Context, recs []bonnie.Record, pos bonnie.
 			}
 		}
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE meta SET v = CAST(max(CAST(v AS INTEGER), ?) AS TEXT) WHERE k = 'position'`, uint64(pos)); err != nil {
+	if err := projection.Advance(ctx, tx, pos); err != nil {
 		return fmt.Errorf("archive: %w", err)
 	}
 	if err := tx.Commit(); err != nil {

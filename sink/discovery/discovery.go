@@ -44,14 +44,13 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // the "sqlite3" driver
 
 	"github.com/bonnie-archive/bonnie"
+	"github.com/bonnie-archive/bonnie/internal/projection"
 	"github.com/bonnie-archive/bonnie/store/blob"
 )
 
@@ -80,7 +79,6 @@ var Events = bonnie.Mask(bonnie.MessageAppend, bonnie.MessageNew, bonnie.Message
 const schemaVersion = 3
 
 const schema = `
-CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE acts (
 	position    INTEGER NOT NULL,
 	seq         INTEGER NOT NULL,
@@ -205,45 +203,16 @@ type Index struct {
 // their revisions can be read and compared; nil indexes what the
 // notifications carry only.
 func Open(ctx context.Context, path string, blobs *blob.Store) (*Index, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		return nil, fmt.Errorf("discovery: %w", err)
-	}
-	dsn := "file:" + path + "?_journal_mode=WAL&_synchronous=NORMAL&_busy_timeout=30000&_txlock=immediate"
-	db, err := sql.Open("sqlite3", dsn)
+	db, err := projection.Open(ctx, path, projectionSchema)
 	if err != nil {
-		return nil, fmt.Errorf("discovery: open %s: %w", path, err)
-	}
-	x := &Index{db: db, blobs: blobs, path: path}
-	if err := x.migrate(ctx, false); err != nil {
-		db.Close()
 		return nil, err
 	}
-	return x, nil
+	return &Index{db: db, blobs: blobs, path: path}, nil
 }
 
-func (x *Index) migrate(ctx context.Context, force bool) error {
-	tx, err := x.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("discovery: %w", err)
-	}
-	defer tx.Rollback()
-	var v string
-	err = tx.QueryRowContext(ctx, `SELECT v FROM meta WHERE k = 'version'`).Scan(&v)
-	if !force && err == nil && v == strconv.Itoa(schemaVersion) {
-		return nil
-	}
-	for _, t := range []string{"meta", "acts", "messages", "folder_names", "acl", "idents", "sessions", "objects", "texts", "fulltext"} {
-		if _, err := tx.ExecContext(ctx, "DROP TABLE IF EXISTS "+t); err != nil {
-			return fmt.Errorf("discovery: %w", err)
-		}
-	}
-	if _, err := tx.ExecContext(ctx, schema); err != nil {
-		return fmt.Errorf("discovery: create schema: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO meta(k, v) VALUES ('version', ?), ('position', '0')`, strconv.Itoa(schemaVersion)); err != nil {
-		return fmt.Errorf("discovery: %w", err)
-	}
-	return tx.Commit()
+var projectionSchema = projection.Schema{
+	Name: "discovery", Version: schemaVersion, DDL: schema,
+	Tables: []string{"acts", "messages", "folder_names", "acl", "idents", "sessions", "objects", "texts", "fulltext"},
 }
 
 // Close closes the index.
@@ -271,14 +240,14 @@ func (x *Index) HandleBatch(ctx context.Context, recs []bonnie.Record) error {
 	return x.batch(ctx, recs, recs[len(recs)-1].Position)
 }
 
-// Position returns the last log position the index has handled.
+// Position returns the last log position the index has handled
+// (bonnie.PositionKeeper: the engine resumes the sink from it).
 func (x *Index) Position(ctx context.Context) (bonnie.Position, error) {
-	var v string
-	if err := x.db.QueryRowContext(ctx, `SELECT v FROM meta WHERE k = 'position'`).Scan(&v); err != nil {
+	p, err := projection.Position(ctx, x.db)
+	if err != nil {
 		return 0, fmt.Errorf("discovery: %w", err)
 	}
-	p, err := strconv.ParseUint(v, 10, 64)
-	return bonnie.Position(p), err
+	return p, nil
 }
 
 // CatchUp indexes the records of lg after the index's position, so that a
@@ -322,7 +291,7 @@ func (x *Index) CatchUp(ctx context.Context, lg bonnie.Log) (bonnie.Position, er
 
 // Rebuild empties the index and replays the whole log into it.
 func (x *Index) Rebuild(ctx context.Context, lg bonnie.Log) (bonnie.Position, error) {
-	if err := x.migrate(ctx, true); err != nil {
+	if err := projection.Reset(ctx, x.db, projectionSchema, true); err != nil {
 		return 0, err
 	}
 	return x.CatchUp(ctx, lg)

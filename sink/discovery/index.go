@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/bonnie-archive/bonnie"
+	"github.com/bonnie-archive/bonnie/internal/projection"
 )
 
 // The actions a timeline names. A message's: delivered (lmtp), appended,
@@ -72,24 +73,21 @@ func (x *Index) batch(ctx context.Context, recs []bonnie.Record, pos bonnie.Posi
 		return fmt.Errorf("discovery: %w", err)
 	}
 	defer tx.Rollback()
-	var v string
-	if err := tx.QueryRowContext(ctx, `SELECT v FROM meta WHERE k = 'position'`).Scan(&v); err != nil {
+	cur, err := projection.Position(ctx, tx)
+	if err != nil {
 		return fmt.Errorf("discovery: %w", err)
 	}
-	cur, _ := strconv.ParseUint(v, 10, 64)
 	w := &writer{ctx: ctx, tx: tx, bodies: bodies}
 	for _, rec := range recs {
-		if uint64(rec.Position) <= cur || rec.Event == nil {
+		if rec.Position <= cur || rec.Event == nil {
 			continue
 		}
 		if err := w.apply(rec); err != nil {
 			return fmt.Errorf("discovery: position %d: %w", rec.Position, err)
 		}
 	}
-	if uint64(pos) > cur {
-		if _, err := tx.ExecContext(ctx, `UPDATE meta SET v = ? WHERE k = 'position'`, strconv.FormatUint(uint64(pos), 10)); err != nil {
-			return fmt.Errorf("discovery: %w", err)
-		}
+	if err := projection.Advance(ctx, tx, pos); err != nil {
+		return fmt.Errorf("discovery: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("discovery: commit: %w", err)
