@@ -380,7 +380,7 @@ func logFolders(ctx context.Context, lg Log) (map[string]map[string]string, erro
 // verifiedSince is the last moment the log knew folder id complete: when
 // a reconcile last verified it, or a backfill finished it, or else when
 // the log first heard of it.
-func verifiedSince(ctx context.Context, lg Log, id string, st map[string]string, tl *timeline) time.Time {
+func verifiedSince(ctx context.Context, lg Log, id string, st map[string]string, tl timeline) time.Time {
 	t := later(parseTime(st[bonnie.FieldVerified]), parseTime(st[bonnie.FieldBackfilled]))
 	if !t.IsZero() {
 		return t
@@ -388,7 +388,7 @@ func verifiedSince(ctx context.Context, lg Log, id string, st map[string]string,
 	if h, err := lg.History(ctx, bonnie.KindFolder, id); err == nil && len(h) > 0 {
 		return h[0].Time
 	}
-	return tl.start
+	return tl.Start
 }
 
 // selected reports whether a folder name matches the options' patterns
