@@ -13,8 +13,10 @@
 // kill -9) whatever was not confirmed is published again (the central
 // log's idempotent append absorbs the duplicates).
 //
-// The spool is bounded (--spool-max-count, --spool-max-bytes). When it is
-// full a notification is not acknowledged: a datagram waits in the
+// The spool is bounded (--spool-max-count, --spool-max-bytes; the bytes
+// count the notifications and the bodies fetched for them, kept in
+// SPOOL/blobs until published). When it is full a notification is not
+// acknowledged: a datagram waits in the
 // socket's queue and Cyrus blocks (back-pressure); a dlist request is
 // retried --full-retries times and then answered NO. Each refusal is
 // counted and logged as an error.
@@ -128,7 +130,7 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.cyrusUser, "cyrus-user", "cyrus", "the user Cyrus runs as: owner of the sockets, and the only sender accepted")
 	fs.Var(&c.allowUsers, "allow-user", "also accept notifications sent by this user (repeatable; for tests)")
 	fs.Int64Var(&c.maxCount, "spool-max-count", 1_000_000, "most notifications the spool holds")
-	fs.Int64Var(&c.maxBytes, "spool-max-bytes", 1<<30, "most notification bytes the spool holds")
+	fs.Int64Var(&c.maxBytes, "spool-max-bytes", 1<<30, "most bytes the spool holds: notifications and the bodies fetched for them (past it new notifications are refused; the bodies of those spooled are still fetched)")
 	fs.IntVar(&c.fullRetries, "full-retries", 5, "dlist: how often a notification is retried while the spool is full before Cyrus is answered NO (datagrams wait without limit)")
 	fs.IntVar(&c.batch, "batch", 100, "notifications per publish")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "on SIGTERM, how long to keep publishing the spool")
@@ -216,8 +218,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		defer srv.Close()
 	}
-	if n, b := sp.size(); n > 0 {
-		lg.Info("spool holds notifications not yet confirmed; publishing them first", "count", n, "bytes", b)
+	if n, b, bb := sp.size(); n > 0 {
+		lg.Info("spool holds notifications not yet confirmed; publishing them first", "count", n, "bytes", b, "body_bytes", bb)
 	}
 
 	// The sockets. Their hooks see what they give up (a dlist request
@@ -322,7 +324,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	stopPub()
 	stopFetch()
 	<-fetchDone
-	n, b := sp.size()
+	n, b, _ := sp.size()
 	lg.Info("bonnie-relay stopped", "uptime", time.Since(start).Round(time.Millisecond),
 		"spooled", r.spooled.Load(), "published", r.sent.Load(), "left_in_spool", n, "left_bytes", b,
 		"refused_spool_full", r.full.Load(), "spool_errors", r.failed.Load(), "lost", r.lost.Load(),
@@ -363,11 +365,11 @@ func (r *relay) intake(in <-chan *message.Message) {
 		for _, m := range batch[n:] {
 			m.Nack()
 		}
-		count, bytes := r.sp.size()
+		count, bytes, bodyBytes := r.sp.size()
 		if errors.Is(err, errSpoolFull) {
 			r.full.Add(int64(len(batch) - n))
 			r.lg.Error("spool full: notifications refused, the socket retries them", "refused", len(batch)-n,
-				"refused_total", r.full.Load(), "spool_count", count, "spool_bytes", bytes,
+				"refused_total", r.full.Load(), "spool_count", count, "spool_bytes", bytes, "spool_body_bytes", bodyBytes,
 				"max_count", r.cfg.maxCount, "max_bytes", r.cfg.maxBytes)
 		} else {
 			r.failed.Add(int64(len(batch) - n))
@@ -406,7 +408,7 @@ func (r *relay) publish(ctx context.Context, draining <-chan struct{}) {
 	}
 	failed := func(what string, err error) bool {
 		wait = min(max(2*wait, minWait), maxWait)
-		n, _ := r.sp.size()
+		n, _, _ := r.sp.size()
 		r.lg.Warn(what+"; the spool keeps the notifications", "err", err, "spooled", n, "retry_in", wait)
 		return sleep(wait)
 	}

@@ -12,10 +12,13 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	_ "github.com/mattn/go-sqlite3"
+
+	"github.com/bonnie-archive/bonnie"
 )
 
 // errSpoolFull is why a notification was not taken: the spool holds
-// --spool-max-count notifications or --spool-max-bytes bytes already.
+// --spool-max-count notifications or --spool-max-bytes bytes already
+// (notifications and the bodies fetched for them).
 var errSpoolFull = errors.New("spool full")
 
 // spool is the relay's durable outbox: a SQLite table in WAL mode with
@@ -28,8 +31,12 @@ type spool struct {
 
 	mu           sync.Mutex
 	count, bytes int64
-	added        chan struct{} // signalled after an insert (for the publisher)
-	addedFetch   chan struct{} // signalled after an insert (for the body fetcher)
+	// bodyBytes is the size of the bodies fetched for spooled rows (in
+	// SPOOL/blobs until published), counted against maxBytes. A body
+	// shared by several rows counts once per row: an over-estimate.
+	bodyBytes  int64
+	added      chan struct{} // signalled after an insert (for the publisher)
+	addedFetch chan struct{} // signalled after an insert (for the body fetcher)
 }
 
 // row is one spooled notification.
@@ -89,16 +96,41 @@ func openSpool(ctx context.Context, path string, maxCount, maxBytes int64) (*spo
 		db.Close()
 		return nil, fmt.Errorf("spool %s: %w", path, err)
 	}
+	if err := db.QueryRowContext(ctx, bodyBytesQuery+` WHERE bodies IS NOT NULL AND bodies != ''`).Scan(&s.bodyBytes); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("spool %s: %w", path, err)
+	}
 	return s, nil
 }
 
 func (s *spool) Close() error { return s.db.Close() }
 
-// size returns how many notifications and bytes are spooled.
-func (s *spool) size() (count, bytes int64) {
+// bodyBytesQuery sums the sizes of the bodies the selected rows name
+// (their bodies column is the JSON of []bonnie.BodyRef).
+const bodyBytesQuery = `SELECT coalesce(sum(json_extract(j.value, '$.size')), 0)
+FROM spool, json_each(spool.bodies) AS j`
+
+// refsBytes sums the sizes of the bodies a row's bodies JSON names.
+func refsBytes(js []byte) int64 {
+	var refs []bonnie.BodyRef
+	if len(js) == 0 || json.Unmarshal(js, &refs) != nil {
+		return 0
+	}
+	var n int64
+	for _, r := range refs {
+		if r.Digest != "" {
+			n += r.Size
+		}
+	}
+	return n
+}
+
+// size returns how many notifications and bytes are spooled, and the
+// bytes of the bodies fetched for them.
+func (s *spool) size() (count, bytes, bodyBytes int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.count, s.bytes
+	return s.count, s.bytes, s.bodyBytes
 }
 
 // put stores the messages that fit, in order, in one transaction, and
@@ -110,7 +142,7 @@ func (s *spool) put(ctx context.Context, msgs []*message.Message) (int, error) {
 	defer s.mu.Unlock()
 	n, bytes := 0, int64(0)
 	for _, m := range msgs {
-		if s.count+int64(n)+1 > s.maxCount || s.bytes+bytes+int64(len(m.Payload)) > s.maxBytes {
+		if s.count+int64(n)+1 > s.maxCount || s.bytes+s.bodyBytes+bytes+int64(len(m.Payload)) > s.maxBytes {
 			break
 		}
 		n++
@@ -188,19 +220,29 @@ func (s *spool) next(ctx context.Context, max int) ([]row, error) {
 // (JSON; "" for a row without any), so that a restart publishes what was
 // fetched instead of fetching again.
 func (s *spool) setBodies(ctx context.Context, bodies map[int64][]byte) error {
+	// mu before the connection, as put and remove take them: the spool
+	// has one connection.
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("spool: record bodies: %w", err)
 	}
 	defer tx.Rollback()
+	var added int64
 	for seq, b := range bodies {
-		if _, err := tx.ExecContext(ctx, `UPDATE spool SET bodies = ? WHERE seq = ?`, string(b), seq); err != nil {
+		res, err := tx.ExecContext(ctx, `UPDATE spool SET bodies = ? WHERE seq = ? AND bodies IS NULL`, string(b), seq)
+		if err != nil {
 			return fmt.Errorf("spool: record bodies: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			added += refsBytes(b)
 		}
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("spool: record bodies: %w", err)
 	}
+	s.bodyBytes += added
 	return nil
 }
 
@@ -242,14 +284,28 @@ func (s *spool) remove(ctx context.Context, rows []row) error {
 		bytes += int64(len(r.raw))
 	}
 	// Rows are read in seq order and only the publisher deletes.
-	res, err := s.db.ExecContext(ctx, `DELETE FROM spool WHERE seq BETWEEN ? AND ?`, rows[0].seq, rows[len(rows)-1].seq)
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("spool: delete: %w", err)
+	}
+	defer tx.Rollback()
+	var bodyBytes int64
+	if err := tx.QueryRowContext(ctx, bodyBytesQuery+` WHERE seq BETWEEN ? AND ? AND bodies IS NOT NULL AND bodies != ''`,
+		rows[0].seq, rows[len(rows)-1].seq).Scan(&bodyBytes); err != nil {
+		return fmt.Errorf("spool: delete: %w", err)
+	}
+	res, err := tx.ExecContext(ctx, `DELETE FROM spool WHERE seq BETWEEN ? AND ?`, rows[0].seq, rows[len(rows)-1].seq)
 	if err != nil {
 		return fmt.Errorf("spool: delete: %w", err)
 	}
 	if n, err := res.RowsAffected(); err == nil && n != int64(len(rows)) {
 		return fmt.Errorf("spool: deleted %d rows, want %d", n, len(rows))
 	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("spool: delete: %w", err)
+	}
 	s.count -= int64(len(rows))
 	s.bytes -= bytes
+	s.bodyBytes -= bodyBytes
 	return nil
 }
