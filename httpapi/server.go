@@ -318,24 +318,17 @@ func (s *Server) record(c *call) (bonnie.Position, error) {
 	for k, v := range c.args {
 		args[k] = v
 	}
-	raw, err := discovery.QueryEvent(discovery.Asked{By: c.p.Name, Command: c.command, Args: args, Host: s.o.Host,
-		Nonce: uuid.NewString()}, s.o.Now())
-	if err != nil {
-		return 0, err
-	}
-	// The event is the CLI's, said to come from the API and from the
-	// client's address.
-	var ev map[string]any
-	if err := json.Unmarshal(raw, &ev); err != nil {
-		return 0, err
-	}
-	ev["service"] = Service
+	// The question is said to come from the API and from the client's
+	// address.
+	asked := discovery.Asked{By: c.p.Name, Command: c.command, Args: args, Host: s.o.Host,
+		Nonce: uuid.NewString(), Service: Service}
 	if host, port, err := net.SplitHostPort(c.r.RemoteAddr); err == nil {
 		if n, err := strconv.Atoi(port); err == nil {
-			ev["clientIP"], ev["clientPort"] = host, n
+			asked.ClientIP, asked.ClientPort = host, n
 		}
 	}
-	if raw, err = json.Marshal(ev); err != nil {
+	raw, err := discovery.QueryEvent(asked, s.o.Now())
+	if err != nil {
 		return 0, err
 	}
 	pos, _, err := s.o.Recorder.Record(c.r.Context(), raw, Source)

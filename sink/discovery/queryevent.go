@@ -23,12 +23,19 @@ type Asked struct {
 	Host    string `json:"host,omitempty"`
 	// Nonce makes two identical questions two events.
 	Nonce string `json:"nonce"`
+	// Service is the event's service: who took the question
+	// ("bonnie-cli" when empty, "bonnie-api" for package httpapi).
+	Service string `json:"-"`
+	// ClientIP and ClientPort are the event's client address, for a
+	// question asked over the network.
+	ClientIP   string `json:"-"`
+	ClientPort int    `json:"-"`
 }
 
 // QueryEvent returns the vnd.bonnie.Query notification that records a
 // query (for bonnie.Engine.Record; the command line appends it before it
 // answers, so that the answer is never given without the record). Its
-// service is "bonnie-cli" and its user a.By.
+// service is a.Service ("bonnie-cli" by default), its user a.By.
 func QueryEvent(a Asked, at time.Time) ([]byte, error) {
 	if a.Nonce == "" {
 		a.Nonce = uuid.NewString()
@@ -40,13 +47,20 @@ func QueryEvent(a Asked, at time.Time) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("discovery: query event: %w", err)
 	}
-	return json.Marshal(map[string]any{
+	if a.Service == "" {
+		a.Service = "bonnie-cli"
+	}
+	ev := map[string]any{
 		"event":     bonnie.Query.String(),
 		"timestamp": at.UTC().Format(time.RFC3339Nano),
-		"service":   "bonnie-cli",
+		"service":   a.Service,
 		"user":      a.By,
 		extraQuery:  json.RawMessage(q),
-	})
+	}
+	if a.ClientIP != "" {
+		ev["clientIP"], ev["clientPort"] = a.ClientIP, a.ClientPort
+	}
+	return json.Marshal(ev)
 }
 
 // Queries lists the recorded queries (the chain of custody of
