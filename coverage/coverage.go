@@ -158,7 +158,13 @@ type Timeline struct {
 	Start time.Time `json:"start"`
 	Now   time.Time `json:"now"`
 	// Gaps are the periods in which no daemon listened, in log order.
-	Gaps    []DownGap `json:"gaps"`
+	Gaps []DownGap `json:"gaps"`
+	// Held are the periods in which no daemon ran but its sources kept
+	// what Cyrus sent (sockets held by systemd, a broker's queues): Cyrus
+	// waited, nothing was lost, so they are no gap. A period is held
+	// when the runs on both sides of it said so (HeldWhileDown in their
+	// DaemonStart).
+	Held    []DownGap `json:"held,omitempty"`
 	repairs map[string][]Repair
 	windows map[bonnie.Position]*bonnie.Window // of the Reconcile events
 }
@@ -180,13 +186,21 @@ func Read(ctx context.Context, lg bonnie.Log, now time.Time) (*Timeline, error) 
 		tl.Start = recs[0].Event.Time.UTC()
 	}
 	var last *bonnie.Event
+	held := false // the last DaemonStart said its sources were held
 	err = each(ctx, lg, readEvents, func(rec bonnie.Record) {
 		ev := rec.Event
 		switch ev.Type {
 		case bonnie.DaemonStart, bonnie.DaemonStop:
 			last = ev
 			if g, ok := downGap(rec); ok {
-				tl.Gaps = append(tl.Gaps, g)
+				if held && heldWhileDown(ev) {
+					tl.Held = append(tl.Held, g)
+				} else {
+					tl.Gaps = append(tl.Gaps, g)
+				}
+			}
+			if ev.Type == bonnie.DaemonStart {
+				held = heldWhileDown(ev)
 			}
 		case bonnie.Reconcile:
 			cr, err := ev.Crawl()
@@ -207,9 +221,26 @@ func Read(ctx context.Context, lg bonnie.Log, now time.Time) (*Timeline, error) 
 		return nil, err
 	}
 	if last != nil && last.Type == bonnie.DaemonStop {
-		tl.Gaps = append(tl.Gaps, DownGap{From: last.Time.UTC(), To: tl.Now, CleanStop: true, Open: true})
+		g := DownGap{From: last.Time.UTC(), To: tl.Now, CleanStop: true, Open: true}
+		if held {
+			tl.Held = append(tl.Held, g) // the holder keeps what comes meanwhile
+		} else {
+			tl.Gaps = append(tl.Gaps, g)
+		}
 	}
 	return tl, nil
+}
+
+// HeldWhileDown is the DaemonStart detail that says every source of the
+// daemon keeps what Cyrus sends while the daemon is down: its Cyrus
+// sockets were inherited from a holder that outlives it (systemd socket
+// activation), or it reads from brokers' durable queues only.
+const HeldWhileDown = "vnd.bonnie.heldWhileDown"
+
+func heldWhileDown(ev *bonnie.Event) bool {
+	var held bool
+	raw, ok := ev.Extra[HeldWhileDown]
+	return ok && json.Unmarshal(raw, &held) == nil && held
 }
 
 // downGap is the gap a DaemonStart closes, from its vnd.bonnie.downSince.

@@ -184,3 +184,54 @@ func TestOpenGap(t *testing.T) {
 		t.Errorf("crossing the open gap: %+v", x)
 	}
 }
+
+// TestHeldDowntimeIsNoGap: a downtime between two runs whose sockets were
+// held (socket activation: Cyrus waited) is no gap, and neither is the
+// open one after such a run stopped; a downtime after a run that created
+// its own sockets is one, whatever the next run does.
+func TestHeldDowntimeIsNoGap(t *testing.T) {
+	ctx := context.Background()
+	lg, eng, _ := testLog(t) // runs Jan 1 - Mar 1 and from Apr 1, sockets not held
+	rec := func(raw string) {
+		t.Helper()
+		if _, _, err := eng.Record(ctx, []byte(raw), "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := func(m, d int, since time.Time, held bool) {
+		rec(fmt.Sprintf(`{"event":"vnd.bonnie.DaemonStart","timestamp":%q,"service":"bonnied","vnd.bonnie.downSince":%q,"vnd.bonnie.cleanStop":true,%q:%v}`,
+			stamp(m, d), since.Format(time.RFC3339Nano), coverage.HeldWhileDown, held))
+	}
+	stop := func(m, d int) {
+		rec(fmt.Sprintf(`{"event":"vnd.bonnie.DaemonStop","timestamp":%q,"service":"bonnied"}`, stamp(m, d)))
+	}
+	stop(4, 10)
+	start(4, 11, day(4, 10), true) // the run before made its own socket: a gap
+	stop(4, 20)
+	start(4, 21, day(4, 20), true) // held on both sides: no gap
+	stop(5, 1)                     // and held since
+	tl, err := coverage.Read(ctx, lg, day(6, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gaps, held []string
+	for _, g := range tl.Gaps {
+		gaps = append(gaps, g.From.Format("01-02")+".."+g.To.Format("01-02"))
+	}
+	for _, g := range tl.Held {
+		held = append(held, g.From.Format("01-02")+".."+g.To.Format("01-02"))
+	}
+	if fmt.Sprint(gaps) != "[03-01..04-01 04-10..04-11]" || fmt.Sprint(held) != "[04-20..04-21 05-01..06-01]" {
+		t.Fatalf("gaps %v, held %v", gaps, held)
+	}
+	cov, err := tl.Folder(ctx, lg, "user.alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x := cov.Crossing(day(4, 15), time.Time{}); x != nil {
+		t.Errorf("crossing from Apr 15 (only held downtime): %+v", x)
+	}
+	if x := cov.Crossing(day(4, 5), day(4, 15)); x == nil || periods(x.Periods) != "[gap 04-10..04-11]" {
+		t.Errorf("crossing Apr 5-15: %+v", x)
+	}
+}

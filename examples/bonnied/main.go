@@ -35,6 +35,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/bonnie-archive/bonnie"
+	"github.com/bonnie-archive/bonnie/coverage"
 	"github.com/bonnie-archive/bonnie/identity"
 	"github.com/bonnie-archive/bonnie/internal/control"
 	"github.com/bonnie-archive/bonnie/internal/datadir"
@@ -283,11 +284,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Lifecycle: "bonnied",
 		Details: map[string]any{
 			"vnd.bonnie.socketActivated": base.Activated != nil,
-			"vnd.bonnie.datagramSocket":  c.socket,
-			"vnd.bonnie.dlistSocket":     c.dlist,
-			"vnd.bonnie.amqpSources":     len(relayed),
-			"vnd.bonnie.sinks":           sk.details["vnd.bonnie.sinks"],
-			"vnd.bonnie.bodySources":     bodySources(sk.details["vnd.bonnie.bodySources"], c),
+			// Nothing is lost while this daemon is down when its Cyrus
+			// sockets are held by systemd (every configured one is, or
+			// the start fails) or it has none: coverage then counts the
+			// downtime as no gap.
+			coverage.HeldWhileDown:      base.Activated != nil || (c.socket == "" && c.dlist == ""),
+			"vnd.bonnie.datagramSocket": c.socket,
+			"vnd.bonnie.dlistSocket":    c.dlist,
+			"vnd.bonnie.amqpSources":    len(relayed),
+			"vnd.bonnie.sinks":          sk.details["vnd.bonnie.sinks"],
+			"vnd.bonnie.bodySources":    bodySources(sk.details["vnd.bonnie.bodySources"], c),
 		},
 	})
 	if err != nil {
