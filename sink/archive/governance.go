@@ -672,61 +672,90 @@ func (a *Archive) PlanPurge(ctx context.Context, now time.Time) (*PurgePlan, err
 	if len(policies) == 0 {
 		return plan, nil
 	}
-	var digests []string
-	if err := a.EachBody(ctx, func(b Body) error { digests = append(digests, b.Digest); return nil }); err != nil {
+	gone, err := a.GoneBodies(ctx)
+	if err != nil {
 		return nil, err
 	}
-	for _, d := range digests {
+	isGone := make(map[string]bool, len(gone))
+	for _, g := range gone {
+		isGone[g.Digest] = true
+	}
+	var all []Body
+	if err := a.EachBody(ctx, func(b Body) error {
+		if !isGone[b.Digest] {
+			all = append(all, b)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	// The occurrences of planChunk bodies at a time: one query per chunk,
+	// not per body (a purge plans over every body of the archive).
+	const planChunk = 500
+	for start := 0; start < len(all); start += planChunk {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		if g, err := a.Gone(ctx, d); err != nil {
-			return nil, err
-		} else if g != nil {
-			continue
+		chunk := all[start:min(start+planChunk, len(all))]
+		args := make([]any, len(chunk))
+		for i := range chunk {
+			args[i] = chunk[i].Digest
 		}
-		b, err := a.fullBody(ctx, d)
+		occ, err := a.occurrences(ctx, `WHERE o.digest IN (?`+strings.Repeat(",?", len(chunk)-1)+`)`, args...)
 		if err != nil {
 			return nil, err
 		}
-		var last time.Time
-		used := map[string]bool{}
-		expired := len(b.Occurrences) > 0
-		for _, o := range b.Occurrences {
-			var end time.Time
-			var by string
-			for i, p := range policies {
-				if p.matches(o) {
-					if e := keeps[i](o.Time); e.After(end) || by == "" {
-						end, by = e, p.ID
-					}
-				}
-			}
-			if by == "" || end.After(now) {
-				expired = false
-				break
-			}
-			used[by] = true
-			if end.After(last) {
-				last = end
-			}
+		byDigest := map[string][]Occurrence{}
+		for _, o := range occ { // in log order, as fullBody gives them
+			byDigest[o.digest] = append(byDigest[o.digest], o)
 		}
-		if !expired {
-			continue
+		for i := range chunk {
+			chunk[i].Occurrences = byDigest[chunk[i].Digest]
+			a.planBody(ctx, plan, &chunk[i], policies, keeps, holds, now)
 		}
-		if h := a.heldBy(ctx, holds, *b); h != nil {
-			plan.Held = append(plan.Held, HeldBody{Digest: d, Hold: h.ID})
-			continue
-		}
-		var ids []string
-		for id := range used {
-			ids = append(ids, id)
-		}
-		sort.Strings(ids)
-		plan.Expired = append(plan.Expired, PurgedBody{Digest: d, Size: b.Size, Expired: last, Policies: ids})
-		plan.Bytes += b.Size
 	}
 	return plan, nil
+}
+
+// planBody adds b to plan if its retention has ended at now.
+func (a *Archive) planBody(ctx context.Context, plan *PurgePlan, b *Body, policies []Policy, keeps []func(time.Time) time.Time, holds []Hold, now time.Time) {
+	d := b.Digest
+	var last time.Time
+	used := map[string]bool{}
+	expired := len(b.Occurrences) > 0
+	for _, o := range b.Occurrences {
+		var end time.Time
+		var by string
+		for i, p := range policies {
+			if p.matches(o) {
+				if e := keeps[i](o.Time); e.After(end) || by == "" {
+					end, by = e, p.ID
+				}
+			}
+		}
+		if by == "" || end.After(now) {
+			expired = false
+			break
+		}
+		used[by] = true
+		if end.After(last) {
+			last = end
+		}
+	}
+	if !expired {
+		return
+	}
+	if h := a.heldBy(ctx, holds, *b); h != nil {
+		plan.Held = append(plan.Held, HeldBody{Digest: d, Hold: h.ID})
+		return
+	}
+	var ids []string
+	for id := range used {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	plan.Expired = append(plan.Expired, PurgedBody{Digest: d, Size: b.Size, Expired: last, Policies: ids})
+	plan.Bytes += b.Size
 }
 
 // PlanErasure works out what erasing a message (by Message-ID or SHA-256)
