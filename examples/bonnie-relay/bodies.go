@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/bonnie-archive/bonnie"
 	"github.com/bonnie-archive/bonnie/fetch"
+	"github.com/bonnie-archive/bonnie/internal/imapdial"
 	"github.com/bonnie-archive/bonnie/source/amqp"
 	"github.com/bonnie-archive/bonnie/store/blob"
 )
@@ -32,6 +34,7 @@ type bodyConfig struct {
 	imapUser     string
 	imapPassFile string
 	imapTLS      string
+	imapCAFile   string
 	imapAuthz    string
 	imapConns    int
 	timeout      time.Duration
@@ -46,6 +49,7 @@ func (b *bodyConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&b.imapUser, "imap-user", "cyrus", "IMAP user: a Cyrus admin (--imap-authorize owner) or a reader with the r right (self)")
 	fs.StringVar(&b.imapPassFile, "imap-password-file", "", "file holding the IMAP password (first line)")
 	fs.StringVar(&b.imapTLS, "imap-tls", "", "none, starttls or tls (default: none on loopback, starttls otherwise)")
+	fs.StringVar(&b.imapCAFile, "imap-ca-file", "", "PEM file of the CA certificates to trust for IMAP TLS instead of the system's")
 	fs.StringVar(&b.imapAuthz, "imap-authorize", "owner", "owner: authorize as each folder's owner, self: read with --imap-user's own rights")
 	fs.IntVar(&b.imapConns, "imap-conns", 4, "IMAP connections at most")
 	fs.DurationVar(&b.timeout, "body-timeout", bonnie.DefaultBodyTimeout, "longest wait for one notification's bodies; past it the notification is published with the failure")
@@ -62,7 +66,16 @@ func (b *bodyConfig) check() error {
 	case b.chunk < 1024 || b.chunk > 64<<20:
 		return errors.New("--body-chunk-size must be between 1 KiB and 64 MiB")
 	}
+	if _, err := b.imapTLSConfig(); err != nil {
+		return err
+	}
 	return nil
+}
+
+// imapTLSConfig is the body fetcher's TLS configuration: nil for the
+// system roots, or trusting only --imap-ca-file's CAs.
+func (b *bodyConfig) imapTLSConfig() (*tls.Config, error) {
+	return imapdial.CAConfig("--imap-ca-file", b.imapCAFile, b.imap)
 }
 
 func (b *bodyConfig) enabled() bool { return b.imap != "" || len(b.cyrusSpool) > 0 }
@@ -92,8 +105,12 @@ func (r *relay) openBodies(lg *slog.Logger) (close func(), err error) {
 			return nil, fmt.Errorf("--imap-password-file: %w", err)
 		}
 		password, _, _ := strings.Cut(string(pw), "\n")
+		tlsConfig, err := b.imapTLSConfig()
+		if err != nil {
+			return nil, err
+		}
 		im, err := fetch.NewIMAP(fetch.IMAPOptions{
-			Addr: b.imap, TLS: fetch.TLSMode(b.imapTLS), User: b.imapUser, Password: strings.TrimRight(password, "\r"),
+			Addr: b.imap, TLS: fetch.TLSMode(b.imapTLS), TLSConfig: tlsConfig, User: b.imapUser, Password: strings.TrimRight(password, "\r"),
 			Authorize: fetch.Authorize(b.imapAuthz), Conns: b.imapConns, Store: store, Logger: lg,
 		})
 		if err != nil {

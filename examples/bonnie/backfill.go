@@ -15,6 +15,7 @@ import (
 	"github.com/bonnie-archive/bonnie"
 	"github.com/bonnie-archive/bonnie/internal/control"
 	"github.com/bonnie-archive/bonnie/internal/datadir"
+	"github.com/bonnie-archive/bonnie/internal/imapdial"
 	"github.com/bonnie-archive/bonnie/sink/archive"
 	crawl "github.com/bonnie-archive/bonnie/source/imap"
 	"github.com/bonnie-archive/bonnie/store/blob"
@@ -26,6 +27,7 @@ import (
 // bonnied's.
 type crawlFlags struct {
 	addr, user, passFile, tls string
+	caFile                    string
 	mailboxes                 []string
 	chunk                     int
 	keyFile                   string
@@ -36,6 +38,7 @@ func (f *crawlFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.user, "imap-user", "cyrus", "a Cyrus admin: lists every folder, reads each authorized as its owner")
 	cmd.Flags().StringVar(&f.passFile, "imap-password-file", "", "file holding the IMAP password (first line; required)")
 	cmd.Flags().StringVar(&f.tls, "imap-tls", "", "none, starttls or tls (default: none on loopback, starttls otherwise)")
+	cmd.Flags().StringVar(&f.caFile, "imap-ca-file", "", "PEM file of the CA certificates to trust for IMAP TLS instead of the system's")
 	cmd.Flags().StringArrayVar(&f.mailboxes, "mailbox", nil, "a folder or LIST pattern in the admin namespace (user.alice, user.alice.*); repeatable; default: every folder")
 	cmd.Flags().IntVar(&f.chunk, "chunk", 200, "messages per recorded event")
 	cmd.Flags().StringVar(&f.keyFile, "key-file", "", "site key file of an encrypted body store (default $"+keyFileEnv+"): new bodies are encrypted as bonnied's")
@@ -70,7 +73,11 @@ func (f *crawlFlags) crawler(store *blob.Store, service string) (*crawl.Crawler,
 		return nil, fmt.Errorf("--imap-password-file: %w", err)
 	}
 	password, _, _ := strings.Cut(string(pw), "\n")
-	return crawl.New(crawl.Options{Addr: f.addr, TLS: f.tls, User: f.user, Password: strings.TrimRight(password, "\r"),
+	tlsConfig, err := imapdial.CAConfig("--imap-ca-file", f.caFile, f.addr)
+	if err != nil {
+		return nil, err
+	}
+	return crawl.New(crawl.Options{Addr: f.addr, TLS: f.tls, TLSConfig: tlsConfig, User: f.user, Password: strings.TrimRight(password, "\r"),
 		Mailboxes: f.mailboxes, Store: store, Chunk: f.chunk, Service: service, Logger: quietLogger()})
 }
 

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bonnie-archive/bonnie/fetch"
+	"github.com/bonnie-archive/bonnie/internal/imapdial"
 	"github.com/bonnie-archive/bonnie/sink/archive"
 	"github.com/bonnie-archive/bonnie/sink/backup"
 	"github.com/bonnie-archive/bonnie/store/blob"
@@ -249,15 +248,11 @@ func (im imapFlags) options(to string) (backup.IMAPOptions, error) {
 	o.Password, _, _ = strings.Cut(strings.TrimRight(string(pw), "\r\n"), "\n")
 	o.Password = strings.TrimRight(o.Password, "\r")
 	if im.caFile != "" {
-		pem, err := os.ReadFile(im.caFile)
+		cfg, err := imapdial.CAConfig("--ca-file", im.caFile, u.Hostname())
 		if err != nil {
 			return o, fmt.Errorf("restore: %w", err)
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return o, fmt.Errorf("restore: --ca-file %s: no PEM certificate", im.caFile)
-		}
-		o.TLSConfig = &tls.Config{RootCAs: pool, ServerName: u.Hostname()}
+		o.TLSConfig = cfg
 	}
 	return o, nil
 }

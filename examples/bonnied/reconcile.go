@@ -72,7 +72,11 @@ func newReconciler(c *config, lg *slog.Logger) (*reconciler, error) {
 		return nil, fmt.Errorf("body store: %w", err)
 	}
 	lg = lg.With("task", "reconcile")
-	cr, err := crawl.New(crawl.Options{Addr: c.sinks.imap, TLS: c.sinks.imapTLS, User: c.sinks.imapUser,
+	tlsConfig, err := c.sinks.imapTLSConfig()
+	if err != nil {
+		return nil, err
+	}
+	cr, err := crawl.New(crawl.Options{Addr: c.sinks.imap, TLS: c.sinks.imapTLS, TLSConfig: tlsConfig, User: c.sinks.imapUser,
 		Password: strings.TrimRight(password, "\r"), Mailboxes: c.reconcile.mailboxes, Store: bodies,
 		Service: "bonnied-reconcile", Logger: lg})
 	if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/bonnie-archive/bonnie"
 	"github.com/bonnie-archive/bonnie/fetch"
+	"github.com/bonnie-archive/bonnie/internal/imapdial"
 	"github.com/bonnie-archive/bonnie/sink/archive"
 	"github.com/bonnie-archive/bonnie/sink/backup"
 	"github.com/bonnie-archive/bonnie/sink/discovery"
@@ -34,6 +36,7 @@ type sinkConfig struct {
 	imapUser     string
 	imapPassFile string
 	imapTLS      string
+	imapCAFile   string
 	imapAuthz    string
 	imapConns    int
 	spool        list
@@ -62,6 +65,7 @@ func (s *sinkConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.imapUser, "imap-user", "cyrus", "IMAP user: a Cyrus admin (--imap-authorize owner) or a reader with the r right (self)")
 	fs.StringVar(&s.imapPassFile, "imap-password-file", "", "file holding the IMAP password (first line)")
 	fs.StringVar(&s.imapTLS, "imap-tls", "", "none, starttls or tls (default: none on loopback, starttls otherwise)")
+	fs.StringVar(&s.imapCAFile, "imap-ca-file", "", "PEM file of the CA certificates to trust for IMAP TLS instead of the system's")
 	fs.StringVar(&s.imapAuthz, "imap-authorize", "owner", "owner: authorize as each folder's owner (a Cyrus admin may; Cyrus then sends Login/Logout events naming the owner), self: read with --imap-user's own rights")
 	fs.IntVar(&s.imapConns, "imap-conns", 4, "IMAP connections at most")
 	fs.Var(&s.spool, "spool", "read message bodies from this Cyrus partition directory (repeatable; tried before --imap)")
@@ -71,6 +75,13 @@ func (s *sinkConfig) register(fs *flag.FlagSet) {
 	s.flags = fs
 	fs.StringVar(&s.interceptPassword, "intercept-amqp-password-file", "", "file holding the password of the interceptions' AMQP destinations (first line; the log never holds it)")
 	fs.StringVar(&s.keyFile, "key-file", "", "site key file (bonnie archive keygen): encrypt every new body at rest under a data key of its own")
+}
+
+// imapTLSConfig is the TLS configuration of the IMAP clients (body
+// fetcher, reconcile): nil for the system roots, or trusting only
+// --imap-ca-file's CAs.
+func (s *sinkConfig) imapTLSConfig() (*tls.Config, error) {
+	return imapdial.CAConfig("--imap-ca-file", s.imapCAFile, s.imap)
 }
 
 // names returns the selected sinks.
@@ -99,6 +110,9 @@ func (s *sinkConfig) check() error {
 	}
 	if s.imap != "" && s.imapPassFile == "" {
 		return fmt.Errorf("--imap needs --imap-password-file")
+	}
+	if _, err := s.imapTLSConfig(); err != nil {
+		return err
 	}
 	if s.keyFile != "" {
 		if _, err := blob.LoadKeyFile(s.keyFile); err != nil {
@@ -161,8 +175,12 @@ func openSinks(ctx context.Context, s *sinkConfig, data string, lg *slog.Logger)
 			lg.Warn("the IMAP password file is readable by everyone", "file", s.imapPassFile)
 		}
 		password, _, _ := strings.Cut(string(pw), "\n")
+		tlsConfig, err := s.imapTLSConfig()
+		if err != nil {
+			return nil, err
+		}
 		im, err := fetch.NewIMAP(fetch.IMAPOptions{
-			Addr: s.imap, TLS: fetch.TLSMode(s.imapTLS), User: s.imapUser, Password: strings.TrimRight(password, "\r"),
+			Addr: s.imap, TLS: fetch.TLSMode(s.imapTLS), TLSConfig: tlsConfig, User: s.imapUser, Password: strings.TrimRight(password, "\r"),
 			Authorize: fetch.Authorize(s.imapAuthz), Conns: s.imapConns, Store: store, Logger: lg,
 		})
 		if err != nil {

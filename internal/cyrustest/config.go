@@ -63,6 +63,7 @@ func (s *Server) imapdConf(quiet bool) string {
 	} else {
 		kv = append(kv, [2]string{"conversations", "1"})
 	}
+	kv = append(kv, s.tlsConf()...)
 	notify := ""
 	switch {
 	case s.opts.NotifySocket != "":
@@ -127,6 +128,9 @@ func (s *Server) cyrusConf() string {
 	fmt.Fprintf(&b, "  imap cmd=\"imapd -C %s\" listen=\"%s\" prefork=0 maxchild=100\n", conf, s.imapAddr)
 	fmt.Fprintf(&b, "  imapquiet cmd=\"imapd -C %s\" listen=\"%s\" prefork=0 maxchild=20\n", quiet, s.quietAddr)
 	fmt.Fprintf(&b, "  lmtp cmd=\"lmtpd -a -C %s\" listen=\"%s\" prefork=0 maxchild=20\n", conf, s.lmtpAddr)
+	if s.imapsAddr != "" {
+		fmt.Fprintf(&b, "  imaps cmd=\"imapd -s -C %s\" listen=\"%s\" prefork=0 maxchild=100\n", conf, s.imapsAddr)
+	}
 	if s.sieveAddr != "" {
 		fmt.Fprintf(&b, "  sieve cmd=\"timsieved -C %s\" listen=\"%s\" prefork=0 maxchild=5\n", conf, s.sieveAddr)
 	}

@@ -50,6 +50,7 @@ package cyrustest
 
 import (
 	"bufio"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -165,6 +166,14 @@ type Options struct {
 	// empty.
 	ServerName string
 
+	// TLS, when true, makes the server accept TLS: Start generates a
+	// throwaway CA and a server certificate for 127.0.0.1, ::1, localhost
+	// and the servername; the IMAP service (IMAPAddr) then offers
+	// STARTTLS, and an imaps service (imapd -s) listens on IMAPSAddr.
+	// CAFile, CAPEM and TLSConfig give the CA to trust. Plain-text LOGIN
+	// stays allowed on IMAPAddr.
+	TLS bool
+
 	// Config holds additional imapd.conf settings (without the colon). They
 	// are written after, and so override, the generated ones.
 	Config map[string]string
@@ -183,6 +192,10 @@ type Server struct {
 	quietAddr string
 	lmtpAddr  string
 	sieveAddr string
+	imapsAddr string // Options.TLS only
+
+	caPEM  []byte         // Options.TLS only
+	caPool *x509.CertPool // Options.TLS only
 
 	nsMode bool // Cyrus runs in a private mount namespace with our /dev/log
 	syslog *net.UnixConn
@@ -298,7 +311,11 @@ func (s *Server) start() error {
 		return fmt.Errorf("cyrustest: temporary directory %q is too long for unix socket paths", dir)
 	}
 
-	ports, err := pickPorts(4)
+	nPorts := 4
+	if s.opts.TLS {
+		nPorts = 5
+	}
+	ports, err := pickPorts(nPorts)
 	if err != nil {
 		return fmt.Errorf("cyrustest: %v", err)
 	}
@@ -308,6 +325,9 @@ func (s *Server) start() error {
 	if s.opts.Sieve {
 		s.sieveAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[3]))
 	}
+	if s.opts.TLS {
+		s.imapsAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[4]))
+	}
 
 	for _, p := range []string{s.opts.NotifySocket, s.opts.NotifyDList} {
 		if p != "" {
@@ -316,6 +336,11 @@ func (s *Server) start() error {
 	}
 	if err := s.writeFiles(); err != nil {
 		return fmt.Errorf("cyrustest: %v", err)
+	}
+	if s.opts.TLS {
+		if err := s.makeTLS(); err != nil {
+			return fmt.Errorf("cyrustest: TLS certificates: %v", err)
+		}
 	}
 	if err := s.setupSyslog(); err != nil {
 		return fmt.Errorf("cyrustest: syslog: %v", err)
@@ -393,9 +418,13 @@ func (s *Server) command(args ...string) *exec.Cmd {
 }
 
 // waitReady waits until master answers on the IMAP port with a greeting and
-// owns the IMAP and LMTP listening sockets.
+// owns the IMAP and LMTP listening sockets; with Options.TLS, also until
+// the imaps port answers a TLS handshake (verified against the Server's CA)
+// with a greeting.
 func (s *Server) waitReady() error {
 	deadline := time.Now().Add(startTimeout)
+	imapUp := false
+	var tlsErr error
 	for {
 		select {
 		case <-s.waitDone:
@@ -405,21 +434,34 @@ func (s *Server) waitReady() error {
 			return fmt.Errorf("cyrustest: master exited during start-up (%v)%s", s.waitErr, s.logTail())
 		default:
 		}
-		if greeting, err := readGreeting(s.imapAddr); err == nil {
-			if !strings.HasPrefix(greeting, "* OK") {
-				return fmt.Errorf("cyrustest: unexpected IMAP greeting %q%s", greeting, s.logTail())
-			}
-			for _, a := range []string{s.imapAddr, s.quietAddr, s.lmtpAddr, s.sieveAddr} {
-				if a != "" && !s.ownsListener(a) {
-					return errPortTaken
+		if !imapUp {
+			if greeting, err := readGreeting(s.imapAddr); err == nil {
+				if !strings.HasPrefix(greeting, "* OK") {
+					return fmt.Errorf("cyrustest: unexpected IMAP greeting %q%s", greeting, s.logTail())
 				}
+				for _, a := range []string{s.imapAddr, s.quietAddr, s.lmtpAddr, s.sieveAddr, s.imapsAddr} {
+					if a != "" && !s.ownsListener(a) {
+						return errPortTaken
+					}
+				}
+				imapUp = true
 			}
-			return nil
+		}
+		if imapUp {
+			if s.imapsAddr == "" {
+				return nil
+			}
+			if _, tlsErr = s.readGreetingTLS(); tlsErr == nil {
+				return nil
+			}
 		}
 		if s.portsTakenInLog() {
 			return errPortTaken
 		}
 		if time.Now().After(deadline) {
+			if imapUp {
+				return fmt.Errorf("cyrustest: no IMAPS greeting on %s after %v: %v%s", s.imapsAddr, startTimeout, tlsErr, s.logTail())
+			}
 			return fmt.Errorf("cyrustest: no IMAP greeting on %s after %v%s", s.imapAddr, startTimeout, s.logTail())
 		}
 		time.Sleep(20 * time.Millisecond)
