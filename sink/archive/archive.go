@@ -226,12 +226,24 @@ func (a *Archive) CatchUp(ctx context.Context, lg bonnie.Log) (bonnie.Position, 
 	if err != nil {
 		return 0, err
 	}
+	// A store that filters by type never loads the records the archive
+	// does not index (most of a log); pages as the engine reads them.
+	fr, filtered := lg.(bonnie.FilteredReader)
 	for {
-		recs, err := lg.Read(ctx, pos, 1000)
+		var recs []bonnie.Record
+		last := pos
+		if filtered {
+			recs, last, err = fr.ReadMatching(ctx, pos, 4096, Events)
+		} else {
+			recs, err = lg.Read(ctx, pos, 4096)
+			if len(recs) > 0 {
+				last = recs[len(recs)-1].Position
+			}
+		}
 		if err != nil {
 			return pos, fmt.Errorf("archive: read log: %w", err)
 		}
-		if len(recs) == 0 {
+		if last == pos {
 			return pos, nil
 		}
 		keep := recs[:0]
@@ -240,7 +252,6 @@ func (a *Archive) CatchUp(ctx context.Context, lg bonnie.Log) (bonnie.Position, 
 				keep = append(keep, r)
 			}
 		}
-		last := recs[len(recs)-1].Position
 		if err := a.batchTo(ctx, keep, last); err != nil {
 			return pos, err
 		}

@@ -263,9 +263,9 @@ func (x *Index) CatchUp(ctx context.Context, lg bonnie.Log) (bonnie.Position, er
 		var recs []bonnie.Record
 		last := pos
 		if filtered {
-			recs, last, err = fr.ReadMatching(ctx, pos, 1000, Events)
+			recs, last, err = fr.ReadMatching(ctx, pos, 4096, Events)
 		} else {
-			recs, err = lg.Read(ctx, pos, 1000)
+			recs, err = lg.Read(ctx, pos, 4096)
 			if len(recs) > 0 {
 				last = recs[len(recs)-1].Position
 			}
