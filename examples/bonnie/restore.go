@@ -33,6 +33,7 @@ func newRestoreCmd(g *globals) *cobra.Command {
 		at, to  string
 		nonRecu bool
 		asJSON  bool
+		withACL bool
 		im      imapFlags
 	)
 	cmd := &cobra.Command{
@@ -59,7 +60,11 @@ DIR/blobs:
                      already holds is not appended again (its flags are brought
                      to --at), so a re-run, or a run after an interruption,
                      completes the restore without duplicates. imap:// is plain
-                     text on loopback and STARTTLS elsewhere (--starttls forces it)
+                     text on loopback and STARTTLS elsewhere (--starttls forces it).
+                     --acl also gives each folder the rights others had on it
+                     at --at (SETACL per identifier, replacing that identifier's
+                     rights; others are left alone; the owner's entry is the
+                     target's)
 
 A restore into IMAP shows its progress on a terminal; interrupted (Ctrl-C), it
 stops between commands and says what it did, and running it again resumes.
@@ -130,6 +135,18 @@ then 1.`,
 				}
 			}
 			iopts.Mailbox = mailbox
+			if withACL {
+				if kind != "imap" && kind != "imaps" {
+					return errors.New("restore: --acl is for an imap:// target")
+				}
+				var folders []string
+				for _, it := range items {
+					folders = append(folders, it.Folder)
+				}
+				if iopts.ACLs, err = backup.FolderACLs(ctx, lg, folders, q.At); err != nil {
+					return err
+				}
+			}
 			var rep backup.Report
 			start := time.Now()
 			switch kind {
@@ -177,6 +194,9 @@ then 1.`,
 			} else {
 				fmt.Fprintf(out, "restored as of %s to %s: %d folders (%d created), %d messages: %d written, %d already there, %d flags updated, %d duplicate bodies, %d missing\n",
 					when, redactURL(to), rep.Folders, rep.Created, len(items), rep.Written, rep.Kept, rep.Updated, rep.Duplicates, len(rep.Missing))
+				if withACL {
+					fmt.Fprintf(out, "access rights set: %d\n", rep.ACLs)
+				}
 				for _, m := range rep.Missing {
 					fmt.Fprintf(out, "missing: %s UID %d %s: %s\n", m.Item.Path, m.Item.UID, m.Item.MessageID, m.Reason)
 				}
@@ -202,6 +222,7 @@ then 1.`,
 	f.BoolVar(&im.startTLS, "starttls", false, "IMAP: use STARTTLS even on loopback (imaps:// for TLS from the start)")
 	f.StringVar(&im.caFile, "ca-file", "", "IMAP: PEM file of the CA certificates to trust instead of the system's")
 	f.IntVar(&im.window, "window", 8, "IMAP: APPENDs sent ahead of their answers")
+	f.BoolVar(&withACL, "acl", false, "IMAP: also give each restored folder the rights others had on it at --at (SETACL; the owner's own entry is left to the target)")
 	return cmd
 }
 

@@ -214,6 +214,47 @@ func Folders(ctx context.Context, src bonnie.StateSource, mailbox string, recurs
 	return out, nil
 }
 
+// FolderACLs returns the access control list each folder had at at, by
+// uniqueid, for a restore to give back (IMAPOptions.ACLs), without the
+// entry of the folder's owner: the owner of the target folder keeps the
+// rights the target server gave them, and a folder restored into another
+// user's hierarchy does not give its former owner access there.
+func FolderACLs(ctx context.Context, src bonnie.StateSource, folders []string, at time.Time) (map[string]bonnie.ACL, error) {
+	out := make(map[string]bonnie.ACL, len(folders))
+	for _, id := range folders {
+		if _, done := out[id]; done {
+			continue
+		}
+		st, err := src.StateAt(ctx, bonnie.KindFolder, id, at)
+		if err != nil {
+			return nil, fmt.Errorf("backup: folder %s: %w", id, err)
+		}
+		owner := pathOwner(st["path"])
+		var acl bonnie.ACL
+		for k, rights := range st {
+			subject, ok := strings.CutPrefix(k, "acl:")
+			if !ok || rights == "" || subject == owner {
+				continue
+			}
+			acl = append(acl, bonnie.ACLEntry{Subject: subject, Rights: rights})
+		}
+		slices.SortFunc(acl, func(a, b bonnie.ACLEntry) int { return strings.Compare(a.Subject, b.Subject) })
+		out[id] = acl
+	}
+	return out, nil
+}
+
+// pathOwner is the user whose personal hierarchy holds a folder named in
+// the admin namespace ("user.alice.Work": alice), "" for a shared folder.
+func pathOwner(path string) string {
+	rest, ok := strings.CutPrefix(path, "user"+Separator)
+	if !ok {
+		return ""
+	}
+	owner, _, _ := strings.Cut(rest, Separator)
+	return owner
+}
+
 // message folds message id up to at and returns it with its fields; ok
 // is false unless it was present.
 func message(ctx context.Context, src bonnie.StateSource, id string, at time.Time) (Item, map[string]string, bool, error) {

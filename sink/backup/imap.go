@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/bonnie-archive/bonnie/internal/imapdial"
 	"io"
 	"net"
 	"slices"
@@ -18,7 +17,9 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
+	"github.com/bonnie-archive/bonnie"
 	"github.com/bonnie-archive/bonnie/fetch"
+	"github.com/bonnie-archive/bonnie/internal/imapdial"
 )
 
 // IMAPOptions say where and how WriteIMAP restores.
@@ -46,6 +47,12 @@ type IMAPOptions struct {
 	// Progress, when set, is called after each item with the number of
 	// items done and the total.
 	Progress func(done, total int)
+	// ACLs, when set, are the rights to give each restored folder, by the
+	// uniqueid of the folder its items come from (FolderACLs): each entry
+	// is set with SETACL once the target folder exists, replacing that
+	// identifier's rights there; identifiers not listed keep theirs (a
+	// restore adds, never removes).
+	ACLs map[string]bonnie.ACL
 }
 
 // TargetName returns the folder (admin namespace) that a message found in
@@ -119,8 +126,8 @@ func sessionName(name, me string, delim rune) string {
 // ("NO Too many identical emails"): such a restore stops there with that
 // error. The namespace mapping assumes Cyrus's standard namespace without
 // virtual domains (altnamespace: no, as the log's names are).
-// Annotations, ACLs and special-use attributes of folders are not
-// restored.
+// ACLs are restored when asked (IMAPOptions.ACLs); annotations and
+// special-use attributes of folders are not.
 //
 // Cancelling ctx stops between commands and closes the connection; the
 // report then says what was done, and the error is ctx's.
@@ -249,7 +256,21 @@ func (w *imapWriter) folder(ctx context.Context, name string, items []Item) erro
 	} else if toAppend, err = w.reconcile(ctx, name, items); err != nil {
 		return err
 	}
+	if err := w.setACL(name, w.o.ACLs[items[0].Folder]); err != nil {
+		return err
+	}
 	return w.appendAll(ctx, name, toAppend)
+}
+
+// setACL gives folder name the rights of acl, one SETACL per identifier.
+func (w *imapWriter) setACL(name string, acl bonnie.ACL) error {
+	for _, e := range acl {
+		if err := w.c.SetACL(name, imap.RightsIdentifier(e.Subject), imap.RightModificationReplace, imap.RightSet(e.Rights)).Wait(); err != nil {
+			return fmt.Errorf("backup: imap: SETACL %s %s %s: %w", name, e.Subject, e.Rights, err)
+		}
+		w.rep.ACLs++
+	}
+	return nil
 }
 
 // reconcile compares items with what folder name holds: the items already

@@ -37,6 +37,9 @@ type Report struct {
 	// restored into the same folder (one file per digest and folder;
 	// never for IMAP, which restores every copy).
 	Duplicates int `json:"duplicates"`
+	// ACLs counts the access rights an IMAP restore set (IMAPOptions.ACLs:
+	// one per identifier and folder).
+	ACLs int `json:"acls,omitempty"`
 	// Missing lists the messages whose body could not be restored.
 	Missing []Missing `json:"missing"`
 }
