@@ -393,3 +393,32 @@ func fetchedRows(t *testing.T, dir string) int {
 	}
 	return n
 }
+
+// TestRelayFetchesBodiesOverTLS: the relay fetches bodies from a Cyrus
+// that it reaches over implicit TLS (imaps) with a private CA given by
+// --imap-ca-file; the central store gets the message byte for byte.
+func TestRelayFetchesBodiesOverTLS(t *testing.T) {
+	requireBroker(t)
+	topic := topicFor(t)
+	sock := cyrustest.SocketPath(t, "relay.sock")
+	spoolDir := t.TempDir()
+	os.Chmod(spoolDir, 0o700)
+	central := startBodyCentral(t, topic)
+	s := cyrustest.Start(t, cyrustest.Options{
+		Users:        map[string]string{"alice": "alice-pw"},
+		NotifySocket: sock,
+		TLS:          true,
+	})
+	adminPW, _ := s.Password(cyrustest.AdminUser)
+	pwFile := filepath.Join(t.TempDir(), "imap.pw")
+	if err := os.WriteFile(pwFile, []byte(adminPW+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	relay := startBodyRelay(t, sock, "--spool", spoolDir, "--amqp", testURL(), "--topic", topic, "--drain-timeout", "2s",
+		"--imap", s.IMAPSAddr(), "--imap-tls", "tls", "--imap-ca-file", s.CAFile(), "--imap-password-file", pwFile)
+	alice := s.Dial(t, "alice")
+	body := []byte("From: alice@example.org\r\nSubject: over TLS\r\nMessage-ID: <relay-tls@bonnie.test>\r\n\r\nFetched over imaps.\r\n")
+	uid := appendTo(t, alice, "INBOX", body)
+	rec := central.appended(t, "user.alice", uid, relay)
+	central.checkBody(t, rec, body)
+}
