@@ -758,7 +758,7 @@ type sinkPage struct {
 // sends every page that moved on; when at the head it waits for the log
 // to grow. It closes out when ctx ends. A store that can filter by type
 // (FilteredReader) never loads nor decodes the records the sink does not
-// want; the pages still move past them.
+// want; the pages still move past them (ReadMatching).
 func (e *Engine) readPages(ctx context.Context, from Position, mask EventMask, lg *slog.Logger, out chan<- sinkPage) {
 	defer close(out)
 	// A page of 4096 records: catching up over 1M events, pages of 1000
@@ -767,25 +767,15 @@ func (e *Engine) readPages(ctx context.Context, from Position, mask EventMask, l
 	// handled, waiting, being read): ~40 MB while catching up, a few
 	// records when live.
 	const page = 4096
-	fr, _ := e.store.(FilteredReader)
 	pos := from
 	for ctx.Err() == nil {
 		wait := e.head.wait()
 		var (
-			pg       = sinkPage{last: pos}
-			caughtUp bool
-			err      error
+			pg  sinkPage
+			err error
 		)
-		if fr != nil {
-			pg.recs, pg.last, err = fr.ReadMatching(ctx, pos, page, mask)
-			caughtUp = pg.last <= pos // nothing after pos
-		} else {
-			pg.recs, err = e.store.Read(ctx, pos, page)
-			caughtUp = len(pg.recs) < page
-			if len(pg.recs) > 0 {
-				pg.last = pg.recs[len(pg.recs)-1].Position
-			}
-		}
+		pg.recs, pg.last, err = ReadMatching(ctx, e.store, pos, page, mask)
+		caughtUp := pg.last <= pos // nothing after pos
 		if err != nil {
 			if ctx.Err() == nil {
 				lg.Error("read log", "err", err)

@@ -92,6 +92,59 @@ type FilteredReader interface {
 	ReadMatching(ctx context.Context, from Position, limit int, mask EventMask) (recs []Record, last Position, err error)
 }
 
+// ReadMatching reads up to limit records of lg after from and returns
+// those whose event type is in mask, as FilteredReader.ReadMatching does:
+// through the log's own filtering when it has it, else with Read, leaving
+// the others out. last is the position of the last record scanned (from
+// when there was none): a reader continues from there, and has read
+// everything when last == from.
+func ReadMatching(ctx context.Context, lg Log, from Position, limit int, mask EventMask) (recs []Record, last Position, err error) {
+	if fr, ok := lg.(FilteredReader); ok {
+		return fr.ReadMatching(ctx, from, limit, mask)
+	}
+	all, err := lg.Read(ctx, from, limit)
+	if err != nil {
+		return nil, from, err
+	}
+	if len(all) == 0 {
+		return nil, from, nil
+	}
+	last = all[len(all)-1].Position
+	if mask == AllEvents {
+		return all, last, nil
+	}
+	recs = all[:0]
+	for _, r := range all {
+		if r.Event != nil && mask.Has(r.Event.Type) {
+			recs = append(recs, r)
+		}
+	}
+	return recs, last, nil
+}
+
+// EachMatching calls fn for every record of lg after from whose event type
+// is in mask, in log order, reading a page at a time (ReadMatching), until
+// the head or an error of fn; it returns the last position scanned.
+func EachMatching(ctx context.Context, lg Log, from Position, mask EventMask, fn func(Record) error) (Position, error) {
+	const page = 4096
+	pos := from
+	for {
+		recs, last, err := ReadMatching(ctx, lg, pos, page, mask)
+		if err != nil {
+			return pos, err
+		}
+		for _, r := range recs {
+			if err := fn(r); err != nil {
+				return pos, err
+			}
+		}
+		if last <= pos {
+			return pos, nil
+		}
+		pos = last
+	}
+}
+
 // ErrChainBroken is wrapped by every ChainError.
 var ErrChainBroken = errors.New("bonnie: log hash chain broken")
 

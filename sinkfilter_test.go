@@ -3,6 +3,7 @@ package bonnie_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -90,5 +91,61 @@ func TestSelectiveSinkFilteredReader(t *testing.T) {
 		if filtered[i] != plain[i] {
 			t.Fatalf("record %d differs:\n%s\n%s", i, filtered[i], plain[i])
 		}
+	}
+}
+
+// TestReadMatchingWithoutFilteredReader: bonnie.ReadMatching gives the same
+// records and the same position to continue from with a log that filters
+// (FilteredReader) and one that does not; EachMatching visits them all.
+func TestReadMatchingWithoutFilteredReader(t *testing.T) {
+	lg := openStore(t)
+	eng, _ := bonnie.New(bonnie.Options{Store: lg})
+	ingestAll(t, eng)
+	ctx := context.Background()
+	mask := bonnie.Mask(bonnie.MessageNew, bonnie.MessageAppend, bonnie.Login)
+	for _, page := range []int{1, 7, 1000} {
+		var a, b []bonnie.Position
+		for _, store := range []bonnie.Store{lg, plainStore{lg}} {
+			var got []bonnie.Position
+			var pos bonnie.Position
+			for {
+				recs, last, err := bonnie.ReadMatching(ctx, store, pos, page, mask)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, r := range recs {
+					if !mask.Has(r.Event.Type) {
+						t.Fatalf("record %d of type %s", r.Position, r.Event.Type)
+					}
+					got = append(got, r.Position)
+				}
+				if last == pos {
+					break
+				}
+				pos = last
+			}
+			if head, _ := lg.Head(ctx); pos != head {
+				t.Errorf("page %d: stopped at %d, head %d", page, pos, head)
+			}
+			if a == nil {
+				a = got
+			} else {
+				b = got
+			}
+		}
+		if len(a) == 0 || fmt.Sprint(a) != fmt.Sprint(b) {
+			t.Errorf("page %d: filtered %v, not filtered %v", page, a, b)
+		}
+	}
+	var each []bonnie.Position
+	if _, err := bonnie.EachMatching(ctx, plainStore{lg}, 0, mask, func(r bonnie.Record) error {
+		each = append(each, r.Position)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	all, _, _ := bonnie.ReadMatching(ctx, lg, 0, 100000, mask)
+	if len(each) != len(all) {
+		t.Errorf("EachMatching visited %d, ReadMatching gives %d", len(each), len(all))
 	}
 }

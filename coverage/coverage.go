@@ -267,35 +267,11 @@ func downGap(rec bonnie.Record) (DownGap, bool) {
 
 // each calls fn for every record of lg whose event is in mask.
 func each(ctx context.Context, lg bonnie.Log, mask bonnie.EventMask, fn func(bonnie.Record)) error {
-	fr, _ := lg.(bonnie.FilteredReader)
-	var pos bonnie.Position
-	for {
-		var (
-			recs []bonnie.Record
-			next = pos
-			err  error
-		)
-		if fr != nil {
-			recs, next, err = fr.ReadMatching(ctx, pos, 1000, mask)
-		} else {
-			recs, err = lg.Read(ctx, pos, 1000)
-			if len(recs) > 0 {
-				next = recs[len(recs)-1].Position
-			}
-		}
-		if err != nil {
-			return fmt.Errorf("coverage: read log: %w", err)
-		}
-		for _, rec := range recs {
-			if rec.Event != nil && mask.Has(rec.Event.Type) {
-				fn(rec)
-			}
-		}
-		if next <= pos {
-			return nil
-		}
-		pos = next
+	_, err := bonnie.EachMatching(ctx, lg, 0, mask, func(r bonnie.Record) error { fn(r); return nil })
+	if err != nil {
+		return fmt.Errorf("coverage: read log: %w", err)
 	}
+	return nil
 }
 
 // Mark says how the record at pos came into the log, from its event's

@@ -228,31 +228,15 @@ func (a *Archive) CatchUp(ctx context.Context, lg bonnie.Log) (bonnie.Position, 
 	}
 	// A store that filters by type never loads the records the archive
 	// does not index (most of a log); pages as the engine reads them.
-	fr, filtered := lg.(bonnie.FilteredReader)
 	for {
-		var recs []bonnie.Record
-		last := pos
-		if filtered {
-			recs, last, err = fr.ReadMatching(ctx, pos, 4096, Events)
-		} else {
-			recs, err = lg.Read(ctx, pos, 4096)
-			if len(recs) > 0 {
-				last = recs[len(recs)-1].Position
-			}
-		}
+		recs, last, err := bonnie.ReadMatching(ctx, lg, pos, 4096, Events)
 		if err != nil {
 			return pos, fmt.Errorf("archive: read log: %w", err)
 		}
 		if last == pos {
 			return pos, nil
 		}
-		keep := recs[:0]
-		for _, r := range recs {
-			if r.Event != nil && Events.Has(r.Event.Type) {
-				keep = append(keep, r)
-			}
-		}
-		if err := a.batchTo(ctx, keep, last); err != nil {
+		if err := a.batchTo(ctx, recs, last); err != nil {
 			return pos, err
 		}
 		pos = last

@@ -445,13 +445,7 @@ func (s *Sink) handOverFrom(ctx context.Context, first bonnie.Record) error {
 // fails when Options.Log does not hold first as the engine gave it: the
 // sink would hand over records of another log.
 func (s *Sink) readAhead(ctx context.Context, first bonnie.Record) ([]bonnie.Record, error) {
-	var recs []bonnie.Record
-	var err error
-	if fr, ok := s.opts.Log.(bonnie.FilteredReader); ok {
-		recs, _, err = fr.ReadMatching(ctx, first.Position-1, aheadRecords, Events)
-	} else {
-		recs, err = s.opts.Log.Read(ctx, first.Position-1, aheadRecords)
-	}
+	recs, _, err := bonnie.ReadMatching(ctx, s.opts.Log, first.Position-1, aheadRecords, Events)
 	if err != nil {
 		return nil, err
 	}

@@ -267,39 +267,20 @@ type Delivery struct {
 }
 
 // scan calls fn for every record of the types in mask after from, in log
-// order, reading only those when the log can filter (bonnie.FilteredReader).
+// order, reading only those when the log can filter (bonnie.EachMatching).
 func scan(ctx context.Context, lg bonnie.Log, from bonnie.Position, mask bonnie.EventMask, fn func(bonnie.Record) error) error {
-	fr, _ := lg.(bonnie.FilteredReader)
-	pos := from
-	for {
-		var recs []bonnie.Record
-		var last bonnie.Position
-		var err error
-		if fr != nil {
-			recs, last, err = fr.ReadMatching(ctx, pos, 1000, mask)
-		} else {
-			recs, err = lg.Read(ctx, pos, 1000)
-			if len(recs) > 0 {
-				last = recs[len(recs)-1].Position
-			} else {
-				last = pos
-			}
-		}
-		if err != nil {
-			return fmt.Errorf("intercept: read log: %w", err)
-		}
-		if last <= pos {
-			return nil
-		}
-		for _, rec := range recs {
-			if rec.Event != nil && mask.Has(rec.Event.Type) {
-				if err := fn(rec); err != nil {
-					return err
-				}
-			}
-		}
-		pos = last
+	var fnErr error
+	_, err := bonnie.EachMatching(ctx, lg, from, mask, func(r bonnie.Record) error {
+		fnErr = fn(r)
+		return fnErr
+	})
+	if fnErr != nil {
+		return fnErr
 	}
+	if err != nil {
+		return fmt.Errorf("intercept: read log: %w", err)
+	}
+	return nil
 }
 
 // List returns every interception the log holds, in the order they were
