@@ -104,3 +104,38 @@ func ExampleBatchSink() {
 	// Output:
 	// 3 logins in one batch, 3 in all
 }
+
+// EachMatching reads the records of some types from any Log, using the
+// log's own filtering when it has one (store/sqlite does): here, who
+// logged in.
+func ExampleEachMatching() {
+	dir, _ := os.MkdirTemp("", "bonnie-example")
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+	store, err := sqlite.Open(ctx, filepath.Join(dir, "log.db"))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer store.Close()
+	eng, _ := bonnie.New(bonnie.Options{Store: store})
+	for _, js := range []string{
+		`{"event":"Login","timestamp":"2026-11-28T20:00:00Z","service":"imap","user":"alice","vnd.cmu.sessionId":"s1","uri":"imap://h"}`,
+		`{"event":"MailboxCreate","timestamp":"2026-11-28T20:00:01Z","user":"alice","mailboxID":"f1","uri":"imap://h/user.alice.Work;UIDVALIDITY=7"}`,
+		`{"event":"Login","timestamp":"2026-11-28T20:05:00Z","service":"imap","user":"bob","vnd.cmu.sessionId":"s2","uri":"imap://h"}`,
+	} {
+		if _, _, err := eng.Ingest(ctx, []byte(js), "example"); err != nil {
+			fmt.Println(err)
+			return
+		}
+	}
+	last, err := bonnie.EachMatching(ctx, store, 0, bonnie.Mask(bonnie.Login), func(rec bonnie.Record) error {
+		fmt.Println(rec.Position, rec.Event.User)
+		return nil
+	})
+	fmt.Println("read up to", last, err)
+	// Output:
+	// 1 alice
+	// 3 bob
+	// read up to 3 <nil>
+}
