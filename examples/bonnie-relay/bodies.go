@@ -6,7 +6,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -20,38 +19,21 @@ import (
 	"time"
 
 	"github.com/bonnie-archive/bonnie"
-	"github.com/bonnie-archive/bonnie/fetch"
-	"github.com/bonnie-archive/bonnie/internal/imapdial"
+	"github.com/bonnie-archive/bonnie/internal/bodysource"
 	"github.com/bonnie-archive/bonnie/source/amqp"
 	"github.com/bonnie-archive/bonnie/store/blob"
 )
 
 // bodyConfig holds the flags of body fetching.
 type bodyConfig struct {
-	cyrusSpool   list
-	spoolLegacy  bool
-	imap         string
-	imapUser     string
-	imapPassFile string
-	imapTLS      string
-	imapCAFile   string
-	imapAuthz    string
-	imapConns    int
-	timeout      time.Duration
-	parallel     int
-	chunk        int
+	bodysource.Flags
+	timeout  time.Duration
+	parallel int
+	chunk    int
 }
 
 func (b *bodyConfig) register(fs *flag.FlagSet) {
-	fs.Var(&b.cyrusSpool, "cyrus-spool", "fetch message bodies from this Cyrus partition directory (repeatable; tried before --imap)")
-	fs.BoolVar(&b.spoolLegacy, "cyrus-spool-legacy", false, "also look for pre-3.x name-based spool paths")
-	fs.StringVar(&b.imap, "imap", "", "fetch message bodies over IMAP from this HOST:PORT (BODY.PEEK[] as an admin)")
-	fs.StringVar(&b.imapUser, "imap-user", "cyrus", "IMAP user: a Cyrus admin (--imap-authorize owner) or a reader with the r right (self)")
-	fs.StringVar(&b.imapPassFile, "imap-password-file", "", "file holding the IMAP password (first line)")
-	fs.StringVar(&b.imapTLS, "imap-tls", "", "none, starttls or tls (default: none on loopback, starttls otherwise)")
-	fs.StringVar(&b.imapCAFile, "imap-ca-file", "", "PEM file of the CA certificates to trust for IMAP TLS instead of the system's")
-	fs.StringVar(&b.imapAuthz, "imap-authorize", "owner", "owner: authorize as each folder's owner, self: read with --imap-user's own rights")
-	fs.IntVar(&b.imapConns, "imap-conns", 4, "IMAP connections at most")
+	b.Register(fs, "cyrus-spool")
 	fs.DurationVar(&b.timeout, "body-timeout", bonnie.DefaultBodyTimeout, "longest wait for one notification's bodies; past it the notification is published with the failure")
 	fs.IntVar(&b.parallel, "body-parallel", bonnie.DefaultBodyConcurrency, "body fetches at a time")
 	fs.IntVar(&b.chunk, "body-chunk-size", amqp.DefaultChunkSize, "largest body chunk published (bytes)")
@@ -59,66 +41,28 @@ func (b *bodyConfig) register(fs *flag.FlagSet) {
 
 func (b *bodyConfig) check() error {
 	switch {
-	case b.imap != "" && b.imapPassFile == "":
-		return errors.New("--imap needs --imap-password-file")
 	case b.parallel <= 0:
 		return errors.New("--body-parallel must be positive")
 	case b.chunk < 1024 || b.chunk > 64<<20:
 		return errors.New("--body-chunk-size must be between 1 KiB and 64 MiB")
 	}
-	if _, err := b.imapTLSConfig(); err != nil {
-		return err
-	}
-	return nil
+	return b.Check()
 }
-
-// imapTLSConfig is the body fetcher's TLS configuration: nil for the
-// system roots, or trusting only --imap-ca-file's CAs.
-func (b *bodyConfig) imapTLSConfig() (*tls.Config, error) {
-	return imapdial.CAConfig("--imap-ca-file", b.imapCAFile, b.imap)
-}
-
-func (b *bodyConfig) enabled() bool { return b.imap != "" || len(b.cyrusSpool) > 0 }
 
 // openBodies opens the relay's body store (SPOOL/blobs: the bodies
 // fetched and not yet published) and the fetchers; close closes them.
 func (r *relay) openBodies(lg *slog.Logger) (close func(), err error) {
 	b := &r.cfg.bodies
-	if !b.enabled() {
+	if !b.Enabled() {
 		return func() {}, nil
 	}
 	store, err := blob.Open(filepath.Join(r.cfg.spool, "blobs"))
 	if err != nil {
 		return nil, fmt.Errorf("relay body store: %w", err)
 	}
-	var chain fetch.Chain
-	var names []string
-	closeAll := func() {}
-	if len(b.cyrusSpool) > 0 {
-		sp := &fetch.Spool{Partitions: b.cyrusSpool, Legacy: b.spoolLegacy, Store: store}
-		chain = append(chain, sp)
-		names = append(names, sp.String())
-	}
-	if b.imap != "" {
-		pw, err := os.ReadFile(b.imapPassFile)
-		if err != nil {
-			return nil, fmt.Errorf("--imap-password-file: %w", err)
-		}
-		password, _, _ := strings.Cut(string(pw), "\n")
-		tlsConfig, err := b.imapTLSConfig()
-		if err != nil {
-			return nil, err
-		}
-		im, err := fetch.NewIMAP(fetch.IMAPOptions{
-			Addr: b.imap, TLS: fetch.TLSMode(b.imapTLS), TLSConfig: tlsConfig, User: b.imapUser, Password: strings.TrimRight(password, "\r"),
-			Authorize: fetch.Authorize(b.imapAuthz), Conns: b.imapConns, Store: store, Logger: lg,
-		})
-		if err != nil {
-			return nil, err
-		}
-		closeAll = func() { im.Close() }
-		chain = append(chain, im)
-		names = append(names, im.String())
+	chain, names, closeAll, err := b.Open(store, lg)
+	if err != nil {
+		return nil, err
 	}
 	// A body fetched right before a crash, whose row was not updated,
 	// is named by no row: fetched again when needed, removed now.

@@ -371,10 +371,10 @@ func TestBodyFlags(t *testing.T) {
 		}
 	}
 	c, err := parse(append(base, "--cyrus-spool", "/p1", "--cyrus-spool", "/p2", "--imap", "h:143", "--imap-password-file", "/f"), io.Discard)
-	if err != nil || len(c.bodies.cyrusSpool) != 2 || !c.bodies.enabled() || c.bodies.chunk != amqp.DefaultChunkSize {
+	if err != nil || len(c.bodies.Spool) != 2 || !c.bodies.Enabled() || c.bodies.chunk != amqp.DefaultChunkSize {
 		t.Fatalf("%+v %v", c, err)
 	}
-	if c, _ := parse(base, io.Discard); c.bodies.enabled() {
+	if c, _ := parse(base, io.Discard); c.bodies.Enabled() {
 		t.Fatal("bodies fetched without a source")
 	}
 }

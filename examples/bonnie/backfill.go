@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -68,16 +67,15 @@ func (f *crawlFlags) crawler(store *blob.Store, service string) (*crawl.Crawler,
 	if f.addr == "" || f.passFile == "" {
 		return nil, errors.New("--imap and --imap-password-file are required")
 	}
-	pw, err := os.ReadFile(f.passFile)
+	password, err := imapdial.ReadPassword("--imap-password-file", f.passFile)
 	if err != nil {
-		return nil, fmt.Errorf("--imap-password-file: %w", err)
+		return nil, err
 	}
-	password, _, _ := strings.Cut(string(pw), "\n")
 	tlsConfig, err := imapdial.CAConfig("--imap-ca-file", f.caFile, f.addr)
 	if err != nil {
 		return nil, err
 	}
-	return crawl.New(crawl.Options{Addr: f.addr, TLS: f.tls, TLSConfig: tlsConfig, User: f.user, Password: strings.TrimRight(password, "\r"),
+	return crawl.New(crawl.Options{Addr: f.addr, TLS: f.tls, TLSConfig: tlsConfig, User: f.user, Password: password,
 		Mailboxes: f.mailboxes, Store: store, Chunk: f.chunk, Service: service, Logger: quietLogger()})
 }
 

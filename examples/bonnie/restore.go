@@ -262,12 +262,11 @@ func (im imapFlags) options(to string) (backup.IMAPOptions, error) {
 	if o.User == "" || im.passwordFile == "" {
 		return o, errors.New("restore: an IMAP target needs --user and --password-file")
 	}
-	pw, err := os.ReadFile(im.passwordFile)
+	pw, err := imapdial.ReadPassword("--password-file", im.passwordFile)
 	if err != nil {
 		return o, fmt.Errorf("restore: %w", err)
 	}
-	o.Password, _, _ = strings.Cut(strings.TrimRight(string(pw), "\r\n"), "\n")
-	o.Password = strings.TrimRight(o.Password, "\r")
+	o.Password = pw
 	if im.caFile != "" {
 		cfg, err := imapdial.CAConfig("--ca-file", im.caFile, u.Hostname())
 		if err != nil {

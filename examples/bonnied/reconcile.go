@@ -6,8 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -29,7 +27,7 @@ func (r *reconcileConfig) register(fs *flag.FlagSet) {
 }
 
 func (r *reconcileConfig) check(s *sinkConfig) error {
-	if r.every > 0 && (s.imap == "" || s.imapPassFile == "") {
+	if r.every > 0 && (s.bodies.IMAP == "" || s.bodies.PasswordFile == "") {
 		return errors.New("--reconcile-every needs --imap and --imap-password-file")
 	}
 	if r.every < 0 {
@@ -52,11 +50,10 @@ func newReconciler(c *config, lg *slog.Logger) (*reconciler, error) {
 	if c.reconcile.every <= 0 {
 		return nil, nil
 	}
-	pw, err := os.ReadFile(c.sinks.imapPassFile)
+	password, err := c.sinks.bodies.Password(nil)
 	if err != nil {
-		return nil, fmt.Errorf("--imap-password-file: %w", err)
+		return nil, err
 	}
-	password, _, _ := strings.Cut(string(pw), "\n")
 	blobDir, _ := archive.Paths(c.data)
 	var blobOpts []blob.Option
 	if c.sinks.keyFile != "" {
@@ -72,12 +69,12 @@ func newReconciler(c *config, lg *slog.Logger) (*reconciler, error) {
 		return nil, fmt.Errorf("body store: %w", err)
 	}
 	lg = lg.With("task", "reconcile")
-	tlsConfig, err := c.sinks.imapTLSConfig()
+	tlsConfig, err := c.sinks.bodies.TLSConfig()
 	if err != nil {
 		return nil, err
 	}
-	cr, err := crawl.New(crawl.Options{Addr: c.sinks.imap, TLS: c.sinks.imapTLS, TLSConfig: tlsConfig, User: c.sinks.imapUser,
-		Password: strings.TrimRight(password, "\r"), Mailboxes: c.reconcile.mailboxes, Store: bodies,
+	cr, err := crawl.New(crawl.Options{Addr: c.sinks.bodies.IMAP, TLS: c.sinks.bodies.TLS, TLSConfig: tlsConfig, User: c.sinks.bodies.User,
+		Password: password, Mailboxes: c.reconcile.mailboxes, Store: bodies,
 		Service: "bonnied-reconcile", Logger: lg})
 	if err != nil {
 		return nil, err

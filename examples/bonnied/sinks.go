@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -13,8 +12,7 @@ import (
 	"time"
 
 	"github.com/bonnie-archive/bonnie"
-	"github.com/bonnie-archive/bonnie/fetch"
-	"github.com/bonnie-archive/bonnie/internal/imapdial"
+	"github.com/bonnie-archive/bonnie/internal/bodysource"
 	"github.com/bonnie-archive/bonnie/sink/archive"
 	"github.com/bonnie-archive/bonnie/sink/backup"
 	"github.com/bonnie-archive/bonnie/sink/discovery"
@@ -31,16 +29,10 @@ var (
 
 // sinkConfig holds the flags of the sinks and of body fetching.
 type sinkConfig struct {
-	sinks        list
-	imap         string
-	imapUser     string
-	imapPassFile string
-	imapTLS      string
-	imapCAFile   string
-	imapAuthz    string
-	imapConns    int
-	spool        list
-	spoolLegacy  bool
+	sinks list
+	// bodies is where bodies are fetched from (--spool, --imap...); the
+	// periodic reconcile connects with the same --imap flags.
+	bodies       bodysource.Flags
 	bodyTimeout  time.Duration
 	bodyParallel int
 	keyFile      string // site key: encrypt bodies at rest (store/blob.WithSiteKey)
@@ -61,27 +53,12 @@ type sinkConfig struct {
 
 func (s *sinkConfig) register(fs *flag.FlagSet) {
 	fs.Var(&s.sinks, "sinks", "sinks to run, comma-separated (default: "+strings.Join(knownSinks, ",")+"; also: "+strings.Join(optInSinks, ",")+"; 'none' for none)")
-	fs.StringVar(&s.imap, "imap", "", "fetch message bodies over IMAP from this HOST:PORT")
-	fs.StringVar(&s.imapUser, "imap-user", "cyrus", "IMAP user: a Cyrus admin (--imap-authorize owner) or a reader with the r right (self)")
-	fs.StringVar(&s.imapPassFile, "imap-password-file", "", "file holding the IMAP password (first line)")
-	fs.StringVar(&s.imapTLS, "imap-tls", "", "none, starttls or tls (default: none on loopback, starttls otherwise)")
-	fs.StringVar(&s.imapCAFile, "imap-ca-file", "", "PEM file of the CA certificates to trust for IMAP TLS instead of the system's")
-	fs.StringVar(&s.imapAuthz, "imap-authorize", "owner", "owner: authorize as each folder's owner (a Cyrus admin may; Cyrus then sends Login/Logout events naming the owner), self: read with --imap-user's own rights")
-	fs.IntVar(&s.imapConns, "imap-conns", 4, "IMAP connections at most")
-	fs.Var(&s.spool, "spool", "read message bodies from this Cyrus partition directory (repeatable; tried before --imap)")
-	fs.BoolVar(&s.spoolLegacy, "spool-legacy", false, "also look for pre-3.x name-based spool paths")
+	s.bodies.Register(fs, "spool")
 	fs.DurationVar(&s.bodyTimeout, "body-timeout", bonnie.DefaultBodyTimeout, "longest wait for one event's bodies; past it the event is stored with the failure")
 	fs.IntVar(&s.bodyParallel, "body-parallel", bonnie.DefaultBodyConcurrency, "body fetches at a time")
 	s.flags = fs
 	fs.StringVar(&s.interceptPassword, "intercept-amqp-password-file", "", "file holding the password of the interceptions' AMQP destinations (first line; the log never holds it)")
 	fs.StringVar(&s.keyFile, "key-file", "", "site key file (bonnie archive keygen): encrypt every new body at rest under a data key of its own")
-}
-
-// imapTLSConfig is the TLS configuration of the IMAP clients (body
-// fetcher, reconcile): nil for the system roots, or trusting only
-// --imap-ca-file's CAs.
-func (s *sinkConfig) imapTLSConfig() (*tls.Config, error) {
-	return imapdial.CAConfig("--imap-ca-file", s.imapCAFile, s.imap)
 }
 
 // names returns the selected sinks.
@@ -108,10 +85,7 @@ func (s *sinkConfig) check() error {
 	if _, err := s.names(); err != nil {
 		return err
 	}
-	if s.imap != "" && s.imapPassFile == "" {
-		return fmt.Errorf("--imap needs --imap-password-file")
-	}
-	if _, err := s.imapTLSConfig(); err != nil {
+	if err := s.bodies.Check(); err != nil {
 		return err
 	}
 	if s.keyFile != "" {
@@ -159,37 +133,11 @@ func openSinks(ctx context.Context, s *sinkConfig, data string, lg *slog.Logger)
 			closers[i]()
 		}
 	}
-	var chain fetch.Chain
-	var sources []string
-	if len(s.spool) > 0 {
-		sp := &fetch.Spool{Partitions: s.spool, Legacy: s.spoolLegacy, Store: store}
-		chain = append(chain, sp)
-		sources = append(sources, sp.String())
+	chain, sources, closeFetchers, err := s.bodies.Open(store, lg)
+	if err != nil {
+		return nil, err
 	}
-	if s.imap != "" {
-		pw, err := os.ReadFile(s.imapPassFile)
-		if err != nil {
-			return nil, fmt.Errorf("--imap-password-file: %w", err)
-		}
-		if fi, err := os.Stat(s.imapPassFile); err == nil && fi.Mode().Perm()&0o004 != 0 {
-			lg.Warn("the IMAP password file is readable by everyone", "file", s.imapPassFile)
-		}
-		password, _, _ := strings.Cut(string(pw), "\n")
-		tlsConfig, err := s.imapTLSConfig()
-		if err != nil {
-			return nil, err
-		}
-		im, err := fetch.NewIMAP(fetch.IMAPOptions{
-			Addr: s.imap, TLS: fetch.TLSMode(s.imapTLS), TLSConfig: tlsConfig, User: s.imapUser, Password: strings.TrimRight(password, "\r"),
-			Authorize: fetch.Authorize(s.imapAuthz), Conns: s.imapConns, Store: store, Logger: lg,
-		})
-		if err != nil {
-			return nil, err
-		}
-		closers = append(closers, func() { im.Close() })
-		chain = append(chain, im)
-		sources = append(sources, im.String())
-	}
+	closers = append(closers, closeFetchers)
 	switch len(chain) {
 	case 0:
 		if slices.Contains(names, archive.Name) && !s.relayedBodies {
