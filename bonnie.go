@@ -713,22 +713,15 @@ func (e *Engine) runSink(ctx context.Context, s Sink) {
 			save()
 			continue
 		}
+		// A page holds only the records the sink wants (ReadMatching).
 		if bs, ok := s.(BatchSink); ok {
-			want := pg.recs[:0:0]
-			for _, rec := range pg.recs {
-				if rec.Event != nil && mask.Has(rec.Event.Type) {
-					want = append(want, rec)
-				}
-			}
-			if len(want) > 0 && !e.deliverBatch(ctx, bs, want, lg) {
+			if len(pg.recs) > 0 && !e.deliverBatch(ctx, bs, pg.recs, lg) {
 				return
 			}
 		} else {
 			for _, rec := range pg.recs {
-				if rec.Event != nil && mask.Has(rec.Event.Type) {
-					if !e.deliver(ctx, s, rec, lg) {
-						return
-					}
+				if !e.deliver(ctx, s, rec, lg) {
+					return
 				}
 				pos = rec.Position
 			}

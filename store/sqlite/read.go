@@ -139,8 +139,15 @@ func (l *Log) readRange(ctx context.Context, lo, hi bonnie.Position, mask bonnie
 		return out
 	}
 	defer rows.Close()
-	out.recs = make([]bonnie.Record, 0, hi-lo)
-	evs := make([]bonnie.Event, 0, hi-lo) // one allocation for the page's events
+	// The events are allocated a block at a time, not one by one; a
+	// reader of every event gets the range's in one block, a selective
+	// one blocks of 64 (most records of its range are not decoded).
+	block := 64
+	if mask == bonnie.AllEvents {
+		block = int(hi - lo)
+		out.recs = make([]bonnie.Record, 0, block)
+	}
+	var evs []bonnie.Event
 	for rows.Next() {
 		var (
 			r        bonnie.Record
@@ -171,6 +178,9 @@ func (l *Log) readRange(ctx context.Context, lo, hi bonnie.Position, mask bonnie
 		if r.Appended, err = logchain.ParseTime(appended); err != nil {
 			out.err = fmt.Errorf("sqlite: read record %d: %w", r.Position, err)
 			return out
+		}
+		if len(evs) == cap(evs) {
+			evs = make([]bonnie.Event, 0, block) // earlier events stay where they are
 		}
 		evs = append(evs, bonnie.Event{})
 		ev := &evs[len(evs)-1]
