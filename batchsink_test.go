@@ -187,3 +187,43 @@ func TestPositionKeeperResumesFromItsOwnPosition(t *testing.T) {
 		})
 	}
 }
+
+// TestSinkLingerGathersCommits: a caught-up sink waits SinkLinger after
+// the log grows, so the events committed one by one meanwhile reach it as
+// one page, not one page per commit.
+func TestSinkLingerGathersCommits(t *testing.T) {
+	lg := openStore(t)
+	s := &batchSink{mask: bonnie.AllEvents}
+	eng, _ := bonnie.New(bonnie.Options{Store: lg, Sinks: []bonnie.Sink{s}, SinkLinger: 3 * time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- eng.Run(ctx) }()
+	caps := captures(t)[:20]
+	for _, raw := range caps { // one commit each: Ingest waits for it
+		if _, _, err := eng.Ingest(ctx, raw, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.mu.Lock()
+		n := 0
+		for _, b := range s.batches {
+			n += len(b)
+		}
+		s.mu.Unlock()
+		if n >= len(caps) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.batches) > 2 {
+		t.Errorf("%d commits reached the sink in %d pages, want at most 2: %v", len(caps), len(s.batches), s.batches)
+	}
+}
