@@ -87,15 +87,20 @@ func (l *Log) read(ctx context.Context, from bonnie.Position, limit int, mask bo
 		wg.Go(run)
 	}
 	wg.Wait()
-	var recs []bonnie.Record
+	total := 0
 	last := from
 	for i := range parts {
 		if parts[i].err != nil {
 			return nil, from, parts[i].err
 		}
-		recs = append(recs, parts[i].recs...)
-		if parts[i].last > last {
-			last = parts[i].last
+		total += len(parts[i].recs)
+		last = max(last, parts[i].last)
+	}
+	recs := parts[0].recs
+	if shards > 1 {
+		recs = make([]bonnie.Record, 0, total)
+		for i := range parts {
+			recs = append(recs, parts[i].recs...)
 		}
 	}
 	if err := l.oldChanges(ctx, recs, parts, mask); err != nil {
