@@ -106,7 +106,7 @@ func amqpSources(c *config) ([]bonnie.Source, error) {
 	var store *blob.Store
 	if len(c.amqp.urls) > 0 && !c.amqp.noBodies {
 		var err error
-		if store, err = openRelayStore(c); err != nil {
+		if store, _, err = openBodyStore(c.data, c.sinks.keyFile); err != nil {
 			return nil, err
 		}
 		c.amqp.relayed = fetch.NewRelayed(store)
@@ -147,22 +147,26 @@ func (a *amqpConfig) bodyFetcher(local bonnie.BodyFetcher) bonnie.BodyFetcher {
 	}
 }
 
-// openRelayStore opens DATA/blobs as the sinks do (with --key-file).
-func openRelayStore(c *config) (*blob.Store, error) {
+// openBodyStore opens DATA/blobs, the one body store of the daemon (the
+// sinks, the relayed bodies, the reconcile and the API use it): with
+// --key-file, new bodies are encrypted under the site key, returned too
+// (nil without one).
+func openBodyStore(data, keyFile string) (*blob.Store, *blob.SiteKey, error) {
 	var opts []blob.Option
-	if c.sinks.keyFile != "" {
-		key, err := blob.LoadKeyFile(c.sinks.keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("--key-file: %w", err)
+	var key *blob.SiteKey
+	if keyFile != "" {
+		var err error
+		if key, err = blob.LoadKeyFile(keyFile); err != nil {
+			return nil, nil, fmt.Errorf("--key-file: %w", err)
 		}
 		opts = append(opts, blob.WithSiteKey(key))
 	}
-	blobDir, _ := archive.Paths(c.data)
+	blobDir, _ := archive.Paths(data)
 	store, err := blob.Open(blobDir, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("body store: %w", err)
+		return nil, nil, fmt.Errorf("body store: %w", err)
 	}
-	return store, nil
+	return store, key, nil
 }
 
 // consumeBodies consumes one broker's bodies queue into store until stop.

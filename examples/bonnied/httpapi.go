@@ -15,9 +15,7 @@ import (
 
 	"github.com/bonnie-archive/bonnie"
 	"github.com/bonnie-archive/bonnie/httpapi"
-	"github.com/bonnie-archive/bonnie/sink/archive"
 	"github.com/bonnie-archive/bonnie/sink/discovery"
-	"github.com/bonnie-archive/bonnie/store/blob"
 )
 
 // httpConfig holds the flags of the discovery API (package httpapi).
@@ -114,18 +112,9 @@ func serveAPI(ctx context.Context, c *config, eng *bonnie.Engine, log bonnie.Log
 	if err != nil {
 		return nil, fmt.Errorf("--http-tokens: %w", err)
 	}
-	blobDir, _ := archive.Paths(c.data)
-	var opts []blob.Option
-	if c.sinks.keyFile != "" {
-		key, err := blob.LoadKeyFile(c.sinks.keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("--key-file: %w", err)
-		}
-		opts = append(opts, blob.WithSiteKey(key))
-	}
-	blobs, err := blob.Open(blobDir, opts...)
+	blobs, _, err := openBodyStore(c.data, c.sinks.keyFile)
 	if err != nil {
-		return nil, fmt.Errorf("api: body store: %w", err)
+		return nil, fmt.Errorf("api: %w", err)
 	}
 	x, err := discovery.Open(ctx, discovery.Path(c.data), blobs)
 	if err != nil {

@@ -4,15 +4,12 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/bonnie-archive/bonnie"
-	"github.com/bonnie-archive/bonnie/sink/archive"
 	crawl "github.com/bonnie-archive/bonnie/source/imap"
-	"github.com/bonnie-archive/bonnie/store/blob"
 )
 
 // reconcileConfig holds the flags of the periodic reconcile.
@@ -54,19 +51,10 @@ func newReconciler(c *config, lg *slog.Logger) (*reconciler, error) {
 	if err != nil {
 		return nil, err
 	}
-	blobDir, _ := archive.Paths(c.data)
-	var blobOpts []blob.Option
-	if c.sinks.keyFile != "" {
-		// New bodies are encrypted as the archive's are.
-		key, err := blob.LoadKeyFile(c.sinks.keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("--key-file: %w", err)
-		}
-		blobOpts = append(blobOpts, blob.WithSiteKey(key))
-	}
-	bodies, err := blob.Open(blobDir, blobOpts...)
+	// New bodies are encrypted as the archive's are.
+	bodies, _, err := openBodyStore(c.data, c.sinks.keyFile)
 	if err != nil {
-		return nil, fmt.Errorf("body store: %w", err)
+		return nil, err
 	}
 	lg = lg.With("task", "reconcile")
 	tlsConfig, err := c.sinks.bodies.TLSConfig()

@@ -114,18 +114,12 @@ func openSinks(ctx context.Context, s *sinkConfig, data string, lg *slog.Logger)
 	}
 	out.details["vnd.bonnie.sinks"] = strings.Join(names, ",")
 	blobDir, projection := archive.Paths(data)
-	var blobOpts []blob.Option
-	if s.keyFile != "" {
-		key, err := blob.LoadKeyFile(s.keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("--key-file: %w", err)
-		}
-		blobOpts = append(blobOpts, blob.WithSiteKey(key))
-		out.details["vnd.bonnie.siteKey"] = key.ID()
-	}
-	store, err := blob.Open(blobDir, blobOpts...)
+	store, key, err := openBodyStore(data, s.keyFile)
 	if err != nil {
-		return nil, fmt.Errorf("body store: %w", err)
+		return nil, err
+	}
+	if key != nil {
+		out.details["vnd.bonnie.siteKey"] = key.ID()
 	}
 	var closers []func()
 	out.close = func() {
